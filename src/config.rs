@@ -1,0 +1,376 @@
+//! Flags and environment: parsed with clap, then validated into [`Settings`] before the
+//! runtime starts. Every problem is one line naming the flag and the fix (exit code 64).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::election::Params;
+
+/// Exit code for bad flags or environment (`EX_USAGE` from sysexits.h).
+pub const EXIT_USAGE: u8 = 64;
+
+/// leaderd: campaign for a Kubernetes Lease and tell the app, on localhost, whether it leads.
+#[derive(Debug, Parser)]
+#[command(
+    name = "leaderd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to run instead of the sidecar.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The sidecar's flags.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run three candidates against a built-in Lease API test server, kill the leader, and
+    /// print the failover timeline (no cluster needed).
+    Demo(DemoArgs),
+}
+
+/// Flags of `leaderd demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Lease duration the demo candidates use.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// Renew deadline the demo candidates use.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// Retry period the demo candidates use.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The sidecar's flags; each also reads `LEADERD_<FLAG>`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Name of the Lease to campaign for (a DNS-1123 subdomain). Required.
+    #[arg(long, env = "LEADERD_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Namespace of the Lease [default: $POD_NAMESPACE, else the kubeconfig's or in-cluster namespace].
+    #[arg(long, env = "LEADERD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// This candidate's identity [default: $POD_NAME, else the hostname].
+    #[arg(long, env = "LEADERD_IDENTITY")]
+    pub identity: Option<String>,
+    /// How long followers wait on an unchanged lease before taking over (whole seconds, >= 1s).
+    #[arg(long, env = "LEADERD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// How long the leader keeps claiming leadership after its last successful renew was sent.
+    #[arg(long, env = "LEADERD_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// Interval between renewals; polling interval while the watch is down.
+    #[arg(long, env = "LEADERD_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+    /// Address of the app-facing API (/leader, /healthz, /readyz).
+    #[arg(long, env = "LEADERD_HTTP_ADDR", default_value = "127.0.0.1:4040")]
+    pub http_addr: SocketAddr,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long, env = "LEADERD_METRICS_ADDR", default_value = "0.0.0.0:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Release the lease (clear the holder) on SIGTERM/SIGINT, so a follower takes over at once.
+    #[arg(long, env = "LEADERD_RELEASE_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub release_on_shutdown: bool,
+    /// Log format.
+    #[arg(long, env = "LEADERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing's EnvFilter syntax); RUST_LOG is used when this is not given.
+    #[arg(long, env = "LEADERD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// A validated configuration of the sidecar.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Lease name.
+    pub lease_name: String,
+    /// Namespace, when known before connecting (else the kubeconfig's).
+    pub namespace: Option<String>,
+    /// Election identity and timing.
+    pub params: Params,
+    /// App-facing API address.
+    pub http_addr: SocketAddr,
+    /// Metrics address.
+    pub metrics_addr: SocketAddr,
+    /// Release on shutdown.
+    pub release_on_shutdown: bool,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: Option<String>,
+}
+
+/// A configuration error: the message names the flag and the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--lease-name` missing.
+    #[error("--lease-name is required: pass --lease-name NAME or set LEADERD_LEASE_NAME")]
+    MissingLeaseName,
+    /// A name that the apiserver would reject.
+    #[error("--{flag} {value:?} is not a valid {what}: use lowercase letters, digits, '-'{dots}, starting and ending with a letter or digit, at most {max} characters")]
+    BadName {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// "DNS-1123 subdomain" or "DNS-1123 label".
+        what: &'static str,
+        /// ", '.'" for subdomains.
+        dots: &'static str,
+        /// Maximum length.
+        max: usize,
+    },
+    /// Empty identity.
+    #[error("--identity is empty: pass --identity ID, or set POD_NAME (the chart sets it from the downward API)")]
+    EmptyIdentity,
+    /// Timing rules.
+    #[error("{0}")]
+    Timing(String),
+    /// Same address for both listeners.
+    #[error("--http-addr and --metrics-addr are both {0}: give them different ports")]
+    SameAddr(SocketAddr),
+}
+
+fn is_dns_label(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `s` is a DNS-1123 subdomain (what Kubernetes requires of a Lease name).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(|l| is_dns_label(l, 63))
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl RunArgs {
+    /// Validate into [`Settings`]. `env` looks up environment variables (injected for tests),
+    /// `hostname` is the fallback identity.
+    pub fn validate(
+        self,
+        env: impl Fn(&str) -> Option<String>,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let lease_name = self.lease_name.ok_or(ConfigError::MissingLeaseName)?;
+        if !is_dns_subdomain(&lease_name) {
+            return Err(ConfigError::BadName {
+                flag: "lease-name",
+                value: lease_name,
+                what: "DNS-1123 subdomain",
+                dots: ", '.'",
+                max: 253,
+            });
+        }
+        let namespace = self
+            .namespace
+            .or_else(|| env("POD_NAMESPACE").filter(|s| !s.is_empty()));
+        if let Some(ns) = &namespace {
+            if !is_dns_label(ns, 63) {
+                return Err(ConfigError::BadName {
+                    flag: "namespace",
+                    value: ns.clone(),
+                    what: "DNS-1123 label",
+                    dots: "",
+                    max: 63,
+                });
+            }
+        }
+        let identity = match self.identity {
+            Some(id) => id,
+            None => env("POD_NAME")
+                .filter(|s| !s.is_empty())
+                .or_else(hostname)
+                .unwrap_or_default(),
+        };
+        if identity.trim().is_empty() {
+            return Err(ConfigError::EmptyIdentity);
+        }
+        let (d, r, p) = (self.lease_duration, self.renew_deadline, self.retry_period);
+        if d < Duration::from_secs(1) {
+            return Err(ConfigError::Timing(format!(
+                "--lease-duration {} is below 1s: the Lease stores whole seconds; use at least 1s (default 15s)",
+                human(d)
+            )));
+        }
+        if r >= d {
+            return Err(ConfigError::Timing(format!(
+                "--renew-deadline {} must be shorter than --lease-duration {}: lower the deadline or raise the duration (defaults 10s < 15s)",
+                human(r),
+                human(d)
+            )));
+        }
+        if p >= r {
+            return Err(ConfigError::Timing(format!(
+                "--retry-period {} must be shorter than --renew-deadline {}: lower the retry period (default 2s)",
+                human(p),
+                human(r)
+            )));
+        }
+        if p.is_zero() {
+            return Err(ConfigError::Timing(
+                "--retry-period must be greater than 0: use e.g. 2s".to_owned(),
+            ));
+        }
+        if self.http_addr == self.metrics_addr && self.http_addr.port() != 0 {
+            return Err(ConfigError::SameAddr(self.http_addr));
+        }
+        Ok(Settings {
+            lease_name,
+            namespace,
+            params: Params {
+                identity,
+                lease_duration: d,
+                renew_deadline: r,
+                retry_period: p,
+            },
+            http_addr: self.http_addr,
+            metrics_addr: self.metrics_addr,
+            release_on_shutdown: self.release_on_shutdown,
+            log_format: self.log_format,
+            log_level: self.log_level,
+        })
+    }
+}
+
+/// The machine's hostname, for the default identity.
+pub fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut all = vec!["leaderd"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).expect("clap accepts these");
+        cli.run.validate(|_| None, || Some("host-1".into()))
+    }
+
+    #[test]
+    fn defaults_are_client_go_defaults() {
+        let s = parse(&["--lease-name", "payouts"]).unwrap();
+        assert_eq!(s.params.lease_duration, Duration::from_secs(15));
+        assert_eq!(s.params.renew_deadline, Duration::from_secs(10));
+        assert_eq!(s.params.retry_period, Duration::from_secs(2));
+        assert_eq!(s.params.identity, "host-1");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:4040");
+        assert!(s.release_on_shutdown);
+    }
+
+    #[test]
+    fn each_timing_rule_names_its_flags() {
+        let e = parse(&["--lease-name", "x", "--lease-duration", "500ms"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--lease-duration 500ms is below 1s"),
+            "{e}"
+        );
+        let e = parse(&["--lease-name", "x", "--renew-deadline", "15s"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--renew-deadline 15s must be shorter than --lease-duration 15s"),
+            "{e}"
+        );
+        let e = parse(&["--lease-name", "x", "--retry-period", "10s"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--retry-period 10s must be shorter than --renew-deadline"),
+            "{e}"
+        );
+        let e = parse(&["--lease-name", "x", "--retry-period", "0s"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--retry-period must be greater than 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_are_checked_like_the_apiserver_does() {
+        assert!(is_dns_subdomain("a.b-c.d"));
+        assert!(!is_dns_subdomain("Payouts"));
+        assert!(!is_dns_subdomain("-x"));
+        assert!(!is_dns_subdomain(""));
+        let e = parse(&["--lease-name", "Bad_Name"]).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("--lease-name \"Bad_Name\" is not a valid DNS-1123 subdomain"));
+        let e = parse(&["--lease-name", "x", "--namespace", "a.b"]).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("--namespace \"a.b\" is not a valid DNS-1123 label"));
+    }
+
+    #[test]
+    fn identity_comes_from_pod_name_then_hostname() {
+        let cli = Cli::try_parse_from(["leaderd", "--lease-name", "x"]).unwrap();
+        let s = cli
+            .run
+            .validate(
+                |k| (k == "POD_NAME").then(|| "pod-7".into()),
+                || Some("h".into()),
+            )
+            .unwrap();
+        assert_eq!(s.params.identity, "pod-7");
+        let cli = Cli::try_parse_from(["leaderd", "--lease-name", "x", "--identity", " "]).unwrap();
+        assert_eq!(
+            cli.run.validate(|_| None, || None).unwrap_err(),
+            ConfigError::EmptyIdentity
+        );
+        let cli = Cli::try_parse_from(["leaderd", "--lease-name", "x"]).unwrap();
+        assert_eq!(
+            cli.run.validate(|_| None, || None).unwrap_err(),
+            ConfigError::EmptyIdentity
+        );
+    }
+
+    #[test]
+    fn missing_lease_name_says_how_to_set_it() {
+        assert_eq!(parse(&[]).unwrap_err(), ConfigError::MissingLeaseName);
+    }
+
+    #[test]
+    fn same_listener_address_is_refused() {
+        let e = parse(&[
+            "--lease-name",
+            "x",
+            "--http-addr",
+            "127.0.0.1:9",
+            "--metrics-addr",
+            "127.0.0.1:9",
+        ])
+        .unwrap_err();
+        assert_eq!(e, ConfigError::SameAddr("127.0.0.1:9".parse().unwrap()));
+    }
+}

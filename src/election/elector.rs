@@ -1,0 +1,539 @@
+//! The campaign loop: carries out [`decide`]'s steps against a [`LeaseStore`], follows the
+//! Lease's watch stream, publishes the leader state, and releases the lease on shutdown.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::record::StoredLease;
+use super::state::{
+    decide, release_record, ElectionState, Known, LossReason, Params, Source, Step,
+};
+use super::store::{LeaseStore, StoreError, WatchEvent};
+use crate::status::{Lead, LeaderState, StatusTx};
+
+/// Everything the elector needs besides the store.
+#[derive(Clone, Debug)]
+pub struct ElectorConfig {
+    /// Identity and timing.
+    pub params: Params,
+    /// Release the lease on shutdown.
+    pub release_on_shutdown: bool,
+    /// Timeout of every request (at most renew-deadline / 2).
+    pub call_timeout: Duration,
+    /// How long a watch may stay silent before it is re-established.
+    pub watch_silence: Duration,
+}
+
+impl ElectorConfig {
+    /// Defaults derived from `params`: calls time out after renew-deadline / 2, a watch silent
+    /// for 75 s is re-established (the store asks the server to end watches after 60 s).
+    pub fn new(params: Params) -> Self {
+        ElectorConfig {
+            call_timeout: params.renew_deadline / 2,
+            release_on_shutdown: true,
+            watch_silence: Duration::from_secs(75),
+            params,
+        }
+    }
+}
+
+/// Something that happens to the elector that observers (metrics, events, hooks) may care about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// This candidate started a tenure.
+    Acquired {
+        /// Its epoch.
+        epoch: i64,
+    },
+    /// This candidate's tenure ended.
+    Lost {
+        /// Why.
+        reason: LossReason,
+    },
+}
+
+/// Messages from the watch task.
+#[allow(clippy::large_enum_variant)] // a handful in flight at most
+#[derive(Debug)]
+enum WatchMsg {
+    Up,
+    Down,
+    Event(WatchEvent),
+}
+
+/// The elector for one Lease.
+pub struct Elector<S: LeaseStore> {
+    cfg: ElectorConfig,
+    store: S,
+    status: StatusTx,
+    state: ElectionState,
+    observed_wall: Option<SystemTime>,
+    last_holder: Option<String>,
+    transitions: Option<mpsc::UnboundedSender<Transition>>,
+    stuck_logged: bool,
+}
+
+/// A step, shortly, for trace logs.
+struct StepName<'a>(&'a Step);
+
+impl std::fmt::Debug for StepName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Step::Wait(t) => write!(f, "Wait({t:?})"),
+            Step::Read => write!(f, "Read"),
+            Step::Create(_) => write!(f, "Create"),
+            Step::Write { renew, base, .. } => {
+                write!(f, "Write(renew={renew}, base={})", base.resource_version)
+            }
+            Step::Stuck { why, .. } => write!(f, "Stuck({why})"),
+        }
+    }
+}
+
+/// When to wake for something due at `t`: one millisecond later, because tokio's timer has
+/// millisecond ticks and may otherwise wake a hair before `t`, when nothing is due yet (on a
+/// paused test clock that would spin forever).
+fn wake_at(t: Instant) -> Instant {
+    t + Duration::from_millis(1)
+}
+
+/// `d` stretched by a random factor in [1, 1.2), so candidates do not act in lockstep.
+pub fn jitter(d: Duration) -> Duration {
+    d.mul_f64(1.0 + fastrand::f64() * 0.2)
+}
+
+impl<S: LeaseStore> Elector<S> {
+    /// An elector that publishes to `status`.
+    pub fn new(store: S, cfg: ElectorConfig, status: StatusTx) -> Self {
+        Elector {
+            cfg,
+            store,
+            status,
+            state: ElectionState::new(),
+            observed_wall: None,
+            last_holder: None,
+            transitions: None,
+            stuck_logged: false,
+        }
+    }
+
+    /// Also report every [`Transition`] on `tx`.
+    pub fn with_transitions(mut self, tx: mpsc::UnboundedSender<Transition>) -> Self {
+        self.transitions = Some(tx);
+        self
+    }
+
+    fn params(&self) -> &Params {
+        &self.cfg.params
+    }
+
+    fn publish(&mut self) {
+        let lease = self.state.lease();
+        let holder = lease.and_then(|l| l.record.holder.clone());
+        if holder != self.last_holder {
+            if let Some(h) = &holder {
+                info!(leader = %h, epoch = ?lease.and_then(|l| l.record.transitions), "observed new leader");
+            }
+            self.last_holder = holder.clone();
+        }
+        let state = LeaderState {
+            ready: !matches!(self.state.known, Known::Unknown),
+            epoch: holder
+                .as_ref()
+                .and(lease.and_then(|l| l.record.transitions)),
+            leader: holder,
+            lease_uid: lease.and_then(|l| l.uid.clone()),
+            lead: self.state.tenure.as_ref().map(|t| Lead {
+                epoch: t.epoch,
+                valid_until: t.valid_until,
+            }),
+            observed_at: self.observed_wall,
+        };
+        self.status.publish(state);
+    }
+
+    fn emit(&self, t: Transition) {
+        if let Some(tx) = &self.transitions {
+            let _ = tx.send(t);
+        }
+    }
+
+    fn lost(&mut self, reason: LossReason) {
+        let p = self.params();
+        warn!(identity = %p.identity, reason = reason.as_str(), "stopped leading");
+        self.emit(Transition::Lost { reason });
+    }
+
+    fn failed(&mut self, what: &str, e: &StoreError) {
+        match e {
+            StoreError::Rejected { .. } => {
+                error!(error = %e, "{what} rejected; this is a configuration problem")
+            }
+            _ => warn!(error = %e, "{what} failed; will retry"),
+        }
+        let wait = e
+            .retry_after()
+            .map(|d| d.min(Duration::from_secs(60)))
+            .unwrap_or_else(|| jitter(self.params().retry_period / 2));
+        self.state.not_before = Some(Instant::now() + wait);
+    }
+
+    fn observed(&mut self) {
+        self.observed_wall = Some(SystemTime::now());
+    }
+
+    fn on_watch(&mut self, msg: WatchMsg) {
+        let now = Instant::now();
+        match msg {
+            WatchMsg::Up => {
+                self.state.watch_up = true;
+                self.state.poll_at = None;
+            }
+            WatchMsg::Down => {
+                if self.state.watch_up || self.state.poll_at.is_none() {
+                    self.state.poll_at = Some(now);
+                }
+                self.state.watch_up = false;
+            }
+            WatchMsg::Event(WatchEvent::Put(lease)) => {
+                self.observed();
+                let params = self.cfg.params.clone();
+                if let Some(r) = self.state.observe(lease, now, &params, Source::Watch) {
+                    self.lost(r);
+                }
+            }
+            WatchMsg::Event(WatchEvent::Deleted) => {
+                self.observed();
+                let params = self.cfg.params.clone();
+                self.state.observe_absent(now, &params);
+            }
+            WatchMsg::Event(_) => {}
+        }
+    }
+
+    /// Run one request under the call timeout, ending our claim on time even while it hangs.
+    /// `None` when shutdown came first.
+    async fn call<T>(
+        &mut self,
+        fut: impl Future<Output = Result<T, StoreError>>,
+        shutdown: &CancellationToken,
+    ) -> Option<Result<T, StoreError>> {
+        let limit = self.cfg.call_timeout;
+        let fut = timeout(limit, fut);
+        tokio::pin!(fut);
+        loop {
+            let deadline = self.state.tenure.as_ref().map(|t| t.valid_until);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                r = &mut fut => {
+                    return Some(r.unwrap_or_else(|_| Err(StoreError::unavailable(format!(
+                        "no answer within {}", humantime::format_duration(limit)
+                    )))));
+                }
+                _ = sleep_until(wake_at(deadline.unwrap_or_else(Instant::now))), if deadline.is_some() => {
+                    if let Some(r) = self.state.expire(Instant::now()) {
+                        self.lost(r);
+                        self.publish();
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_read(&mut self) {
+        if !self.state.watch_up {
+            self.state.poll_at = Some(Instant::now() + jitter(self.params().retry_period));
+        }
+    }
+
+    fn after_write(
+        &mut self,
+        res: Result<StoredLease, StoreError>,
+        sent: Instant,
+        renew: bool,
+        what: &str,
+    ) {
+        let params = self.cfg.params.clone();
+        let was_leading = self.state.tenure.is_some();
+        match res {
+            Ok(lease) => {
+                self.observed();
+                let epoch = self.state.wrote(lease, sent, Instant::now(), &params);
+                match (was_leading, epoch) {
+                    (false, Some(epoch)) => {
+                        info!(identity = %params.identity, epoch, "became leader");
+                        self.emit(Transition::Acquired { epoch });
+                    }
+                    (true, None) => self.lost(LossReason::RenewDeadline),
+                    _ => {}
+                }
+            }
+            Err(StoreError::Conflict) | Err(StoreError::AlreadyExists) => {
+                debug!(renew, "{what}: someone else wrote first; re-reading");
+                self.state.stale = true;
+            }
+            Err(StoreError::NotFound) => {
+                self.observed();
+                self.state.observe_absent(Instant::now(), &params);
+                if self.state.step_down() {
+                    self.lost(LossReason::Deleted);
+                }
+            }
+            Err(e) => self.failed(what, &e),
+        }
+    }
+
+    /// Campaign until `shutdown` is cancelled, then release (if configured and leading).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (tx, mut rx) = mpsc::channel(256);
+        let watch_stop = shutdown.child_token();
+        let watch = tokio::spawn(watch_loop(
+            self.store.clone(),
+            tx,
+            self.cfg.params.retry_period,
+            self.cfg.call_timeout,
+            self.cfg.watch_silence,
+            watch_stop.clone(),
+        ));
+        let mut watch_gone = false;
+        loop {
+            let now = Instant::now();
+            if let Some(r) = self.state.expire(now) {
+                self.lost(r);
+            }
+            self.publish();
+            let step = decide(&self.state, &self.cfg.params, now, SystemTime::now());
+            tracing::trace!(id = %self.cfg.params.identity, ?now, step = ?StepName(&step), "step");
+            let until = match step {
+                Step::Wait(until) => Some(until),
+                Step::Stuck { until, why } => {
+                    if !self.stuck_logged {
+                        error!("cannot take over the lease: {why}");
+                        self.stuck_logged = true;
+                    }
+                    Some(until)
+                }
+                _ => None,
+            };
+            if let Some(until) = until {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    // The watch task ends only on shutdown (its token is a child of ours).
+                    msg = rx.recv(), if !watch_gone => match msg {
+                        Some(m) => self.on_watch(m),
+                        None => watch_gone = true,
+                    },
+                    _ = sleep_until(wake_at(until)) => {}
+                }
+                continue;
+            }
+            self.stuck_logged = false;
+            let store = self.store.clone();
+            match step {
+                Step::Read => {
+                    let Some(res) = self.call(store.get(), &shutdown).await else {
+                        break;
+                    };
+                    let params = self.cfg.params.clone();
+                    match res {
+                        Ok(lease) => {
+                            self.observed();
+                            if let Some(r) =
+                                self.state
+                                    .observe(lease, Instant::now(), &params, Source::Direct)
+                            {
+                                self.lost(r);
+                            }
+                        }
+                        Err(StoreError::NotFound) => {
+                            self.observed();
+                            self.state.observe_absent(Instant::now(), &params);
+                        }
+                        Err(e) => self.failed("reading the lease", &e),
+                    }
+                    self.after_read();
+                }
+                Step::Create(record) => {
+                    let obj = super::record::new_lease_object(&record);
+                    debug!(epoch = ?record.transitions, "creating the lease");
+                    let sent = Instant::now();
+                    let Some(res) = self.call(store.create(obj), &shutdown).await else {
+                        break;
+                    };
+                    self.after_write(res, sent, false, "creating the lease");
+                }
+                Step::Write {
+                    base,
+                    record,
+                    renew,
+                } => {
+                    let obj = base.replaced_with(&record);
+                    let sent = Instant::now();
+                    let Some(res) = self.call(store.replace(obj), &shutdown).await else {
+                        break;
+                    };
+                    let what = if renew {
+                        "renewing the lease"
+                    } else {
+                        "acquiring the lease"
+                    };
+                    self.after_write(res.map(|(l, _)| l), sent, renew, what);
+                }
+                Step::Wait(_) | Step::Stuck { .. } => unreachable!("handled above"),
+            }
+        }
+        tracing::trace!(id = %self.cfg.params.identity, "campaign loop ended");
+        watch_stop.cancel();
+        watch.abort();
+        if self.cfg.release_on_shutdown {
+            self.release().await;
+        } else if self.state.step_down() {
+            self.lost(LossReason::Released);
+        }
+        self.publish();
+    }
+
+    /// Stop claiming, then clear the holder so that a follower takes over at once.
+    async fn release(&mut self) {
+        let Some(mut tenure) = self.state.tenure.clone() else {
+            return;
+        };
+        // Stop claiming *before* the release can reach anyone.
+        self.state.step_down();
+        self.publish();
+        self.lost(LossReason::Released);
+        let params = self.cfg.params.clone();
+        for _ in 0..3 {
+            let record = release_record(&params, &tenure, SystemTime::now());
+            let obj = tenure.base.replaced_with(&record);
+            match timeout(self.cfg.call_timeout, self.store.replace(obj)).await {
+                Ok(Ok((lease, _))) => {
+                    info!(identity = %params.identity, epoch = tenure.epoch, "released the lease");
+                    self.state
+                        .observe(lease, Instant::now(), &params, Source::Direct);
+                    return;
+                }
+                Ok(Err(StoreError::Conflict)) => {
+                    // Our in-flight renew may have landed; release from the newest version if
+                    // it still names us under our epoch.
+                    match timeout(self.cfg.call_timeout, self.store.get()).await {
+                        Ok(Ok(lease))
+                            if lease.record.holder.as_deref() == Some(params.identity.as_str())
+                                && lease.record.transitions == Some(tenure.epoch) =>
+                        {
+                            tenure.base = lease;
+                        }
+                        _ => {
+                            info!("lease no longer ours; nothing to release");
+                            return;
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "could not release the lease; followers will take over after it expires");
+                    return;
+                }
+                Err(_) => {
+                    warn!("release timed out; followers will take over after the lease expires");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Follow the Lease's watch stream and forward what it says to the elector. Re-watches from
+/// the last resourceVersion when the stream ends or stays silent, lists again (watch from
+/// scratch) on 410, and reports Down while it cannot watch so that followers poll instead.
+async fn watch_loop<S: LeaseStore>(
+    store: S,
+    tx: mpsc::Sender<WatchMsg>,
+    retry_period: Duration,
+    call_timeout: Duration,
+    silence: Duration,
+    stop: CancellationToken,
+) {
+    let mut rv: Option<String> = None;
+    let mut failures: u32 = 0;
+    let run = async {
+        loop {
+            let stream = match timeout(call_timeout, store.watch(rv.clone())).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    failures += 1;
+                    if failures == 1 {
+                        warn!(error = %e, "cannot watch the lease; polling every retry period instead");
+                    }
+                    if tx.send(WatchMsg::Down).await.is_err() {
+                        return;
+                    }
+                    let backoff = retry_period * failures.min(15);
+                    sleep(jitter(backoff)).await;
+                    continue;
+                }
+                Err(_) => {
+                    failures += 1;
+                    if tx.send(WatchMsg::Down).await.is_err() {
+                        return;
+                    }
+                    sleep(jitter(retry_period)).await;
+                    continue;
+                }
+            };
+            if failures > 0 {
+                info!("watching the lease again");
+            }
+            failures = 0;
+            if tx.send(WatchMsg::Up).await.is_err() {
+                return;
+            }
+            let mut stream = stream;
+            loop {
+                match timeout(silence, stream.next()).await {
+                    Err(_) => {
+                        debug!(
+                            "watch silent for {}; re-watching",
+                            humantime::format_duration(silence)
+                        );
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        debug!(error = %e, "watch stream failed; re-watching");
+                        break;
+                    }
+                    Ok(Some(Ok(ev))) => {
+                        match &ev {
+                            WatchEvent::Put(l) => rv = Some(l.resource_version.clone()),
+                            WatchEvent::Bookmark(r) => {
+                                rv = Some(r.clone());
+                                continue;
+                            }
+                            WatchEvent::Expired => {
+                                debug!("watch resourceVersion expired; watching from scratch");
+                                rv = None;
+                                break;
+                            }
+                            WatchEvent::Deleted => {}
+                        }
+                        if tx.send(WatchMsg::Event(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = run => {}
+    }
+}

@@ -1,0 +1,15 @@
+//! Leader election on one Lease: the record, the lock interface, the pure step function and
+//! the campaign loop that drives them.
+
+pub mod elector;
+pub mod memory;
+pub mod record;
+pub mod state;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+pub use elector::{Elector, ElectorConfig, Transition};
+pub use record::{LeaseRecord, StoredLease};
+pub use state::{decide, ElectionState, LossReason, Params, Step};
+pub use store::{LeaseStore, StoreError, WatchEvent};

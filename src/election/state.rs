@@ -1,0 +1,460 @@
+//! The election's pure core: what this candidate knows, and [`decide`], the step function.
+//!
+//! Like client-go's `tryAcquireOrRenew`, but split so that nothing here does I/O or reads a
+//! clock: the caller passes `now` (tokio's monotonic [`Instant`], pausable in tests) and the
+//! wall-clock time to write into the record, and carries out the [`Step`] that comes back.
+//!
+//! The rules (numbered as in `docs/design.md`):
+//! 1. A holder's record expires `max(lease_duration, record.leaseDurationSeconds)` after this
+//!    candidate *first saw that exact resourceVersion* (observed time), on the monotonic clock.
+//!    `renewTime` is never compared with the local wall clock.
+//! 2. A leader claims leadership only until `sent + renew_deadline`, where `sent` is when the
+//!    request of its last successful write left this process.
+//! 3. Every write carries the resourceVersion it was based on; a conflict means re-read.
+//! 4. A deleted (absent) Lease is waited out like a record whose holder we cannot see: it may
+//!    be created only a full lease duration after the absence was first observed.
+//! 5. An empty holder is free at once only with leaderd's release marker; otherwise rule 1.
+//! 6. Every new tenure gets epoch `max(record.leaseTransitions, highest epoch ever seen) + 1`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::record::{micro_time, LeaseRecord, StoredLease};
+
+/// Election timing and identity, validated by [`crate::config`].
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// This candidate's identity (`spec.holderIdentity` when it leads).
+    pub identity: String,
+    /// How long followers wait on an unchanged record before taking over.
+    pub lease_duration: Duration,
+    /// How long a leader claims leadership after its last successful renew was sent.
+    pub renew_deadline: Duration,
+    /// Interval between renewals, and the polling interval when the watch is down.
+    pub retry_period: Duration,
+}
+
+impl Params {
+    /// `lease_duration` as written into the record: whole seconds, rounded up, so that a
+    /// client-go peer that trusts the record waits at least as long as we do.
+    pub fn lease_duration_seconds(&self) -> i64 {
+        let d = self.lease_duration;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1) as i64
+    }
+}
+
+/// The highest epoch a Lease can carry (`leaseTransitions` is an int32).
+pub const MAX_EPOCH: i64 = i32::MAX as i64;
+
+/// What this candidate knows of the Lease object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Known {
+    /// Nothing read yet.
+    Unknown,
+    /// Observed not to exist since `since`; may be created after `since + wait`.
+    Absent {
+        /// When the absence was first observed.
+        since: Instant,
+        /// How long to wait it out (the last known record's duration, at least ours).
+        wait: Duration,
+    },
+    /// The Lease as last observed.
+    Present(Observed),
+}
+
+/// A Lease object and when this candidate first saw this resourceVersion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// The object.
+    pub lease: StoredLease,
+    /// When this resourceVersion was first observed (client-go's `observedTime`).
+    pub observed_at: Instant,
+}
+
+/// This candidate's own tenure, while it has one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tenure {
+    /// The fencing epoch of this tenure.
+    pub epoch: i64,
+    /// When the last successful write (acquire or renew) was sent.
+    pub last_sent: Instant,
+    /// `last_sent + renew_deadline`: the end of the claim unless renewed.
+    pub valid_until: Instant,
+    /// The object to base the next renew on (our last write, or a foreign edit we adopted).
+    pub base: StoredLease,
+}
+
+/// Why a tenure ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReason {
+    /// No successful renew within the renew deadline.
+    RenewDeadline,
+    /// The record now names another holder.
+    Taken,
+    /// The record was changed by someone else (holder cleared, epoch rewritten).
+    Conflict,
+    /// The Lease was gone when we renewed.
+    Deleted,
+    /// We released it (shutdown).
+    Released,
+}
+
+impl LossReason {
+    /// Label value for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossReason::RenewDeadline => "renew_deadline",
+            LossReason::Taken => "taken",
+            LossReason::Conflict => "conflict",
+            LossReason::Deleted => "deleted",
+            LossReason::Released => "released",
+        }
+    }
+}
+
+/// Everything the elector knows; changed only through the methods below.
+#[derive(Clone, Debug)]
+pub struct ElectionState {
+    /// The Lease as known.
+    pub known: Known,
+    /// Our tenure, if we lead.
+    pub tenure: Option<Tenure>,
+    /// resourceVersion of our last successful write in this process.
+    pub my_last_write: Option<String>,
+    /// Highest epoch (leaseTransitions) ever observed or written.
+    pub max_epoch_seen: Option<i64>,
+    /// No request before this instant (backoff after a failure).
+    pub not_before: Option<Instant>,
+    /// The known record is known to be stale (a conflict): read before anything else.
+    pub stale: bool,
+    /// Whether the watch stream is up; when it is not, followers poll.
+    pub watch_up: bool,
+    /// Next fallback poll while the watch is down.
+    pub poll_at: Option<Instant>,
+    /// resourceVersions observed lately, so that a late watch event for a version already
+    /// seen through a read or our own write does not roll the known record back.
+    recent: VecDeque<String>,
+}
+
+/// Where an observation came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A read or the answer to our write: linearizable, as new as anything we saw before it.
+    Direct,
+    /// A watch event: in order within its stream, but possibly older than a read we did.
+    Watch,
+}
+
+/// What the elector should do next.
+#[allow(clippy::large_enum_variant)] // short-lived, never stored in bulk
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Nothing to do until this instant (or until an observation arrives).
+    Wait(Instant),
+    /// Read the Lease.
+    Read,
+    /// Create the Lease holding `record` (POST).
+    Create(LeaseRecord),
+    /// Replace `base` with `record` (PUT with base's resourceVersion).
+    Write {
+        /// The object the write is based on.
+        base: StoredLease,
+        /// The new record.
+        record: LeaseRecord,
+        /// Whether this starts a new tenure or renews the current one.
+        renew: bool,
+    },
+    /// Taking over is impossible (the epoch would overflow int32); wait and say why.
+    Stuck {
+        /// Retry at.
+        until: Instant,
+        /// For the log.
+        why: &'static str,
+    },
+}
+
+impl Default for ElectionState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ElectionState {
+    /// A candidate that knows nothing yet.
+    pub fn new() -> Self {
+        ElectionState {
+            known: Known::Unknown,
+            tenure: None,
+            my_last_write: None,
+            max_epoch_seen: None,
+            not_before: None,
+            stale: false,
+            watch_up: false,
+            poll_at: None,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Whether we hold a tenure whose claim has not run out at `now`.
+    pub fn is_leading(&self, now: Instant) -> bool {
+        self.tenure.as_ref().is_some_and(|t| now < t.valid_until)
+    }
+
+    /// The current object, if known to exist.
+    pub fn lease(&self) -> Option<&StoredLease> {
+        match &self.known {
+            Known::Present(o) => Some(&o.lease),
+            _ => None,
+        }
+    }
+
+    fn see_epoch(&mut self, epoch: Option<i64>) {
+        if let Some(e) = epoch {
+            self.max_epoch_seen = Some(self.max_epoch_seen.map_or(e, |m| m.max(e)));
+        }
+    }
+
+    /// End the tenure if its claim ran out at `now`.
+    pub fn expire(&mut self, now: Instant) -> Option<LossReason> {
+        if self.tenure.as_ref().is_some_and(|t| now >= t.valid_until) {
+            self.tenure = None;
+            return Some(LossReason::RenewDeadline);
+        }
+        None
+    }
+
+    fn remember(&mut self, rv: &str) {
+        if !self.recent.iter().any(|r| r == rv) {
+            if self.recent.len() == 8 {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(rv.to_owned());
+        }
+    }
+
+    /// Record an observation of the Lease object (a read or a watch event).
+    /// Returns why our tenure ended, if this observation ended it.
+    ///
+    /// A watch event that would end our tenure only marks the knowledge stale, so that a
+    /// direct read confirms it first: watch events can arrive after a newer read. Safety never
+    /// depends on noticing a loss early; the claim ends by the clock (rule 2).
+    pub fn observe(
+        &mut self,
+        lease: StoredLease,
+        now: Instant,
+        params: &Params,
+        source: Source,
+    ) -> Option<LossReason> {
+        self.see_epoch(lease.record.transitions);
+        let rv = lease.resource_version.clone();
+        let current = matches!(&self.known, Known::Present(o) if o.lease.resource_version == rv);
+        if source == Source::Watch && !current && self.recent.iter().any(|r| *r == rv) {
+            return None; // a late event for a version we already saw and moved past
+        }
+        if source == Source::Direct {
+            self.stale = false;
+        }
+        self.remember(&rv);
+        if !current {
+            self.known = Known::Present(Observed {
+                lease: lease.clone(),
+                observed_at: now,
+            });
+        }
+        let tenure = self.tenure.as_mut()?;
+        if self.my_last_write.as_deref() == Some(rv.as_str()) || tenure.base.resource_version == rv
+        {
+            return None;
+        }
+        let r = &lease.record;
+        let me = Some(params.identity.as_str());
+        if r.holder.as_deref() == me && r.transitions == Some(tenure.epoch) {
+            // Someone edited the object (labels, annotations) but it still names us under the
+            // same epoch: nobody else started a tenure, so ours goes on from the new version.
+            tenure.base = lease;
+            return None;
+        }
+        if source == Source::Watch {
+            self.stale = true;
+            return None;
+        }
+        self.tenure = None;
+        Some(if r.holder.is_some() && r.holder.as_deref() != me {
+            LossReason::Taken
+        } else {
+            LossReason::Conflict
+        })
+    }
+
+    /// Record that the Lease was observed not to exist. A tenure is kept (its claim still ends
+    /// by the clock); the next renew will recreate the object or fail.
+    pub fn observe_absent(&mut self, now: Instant, params: &Params) {
+        self.stale = false;
+        if matches!(self.known, Known::Absent { .. }) {
+            return;
+        }
+        let record_wait = self
+            .lease()
+            .and_then(|l| l.record.lease_duration_seconds)
+            .map(|s| Duration::from_secs(s.min(MAX_EPOCH) as u64))
+            .unwrap_or_default();
+        self.known = Known::Absent {
+            since: now,
+            wait: params.lease_duration.max(record_wait),
+        };
+    }
+
+    /// Record our own successful write, sent at `sent`, that answered `lease`.
+    pub fn wrote(
+        &mut self,
+        lease: StoredLease,
+        sent: Instant,
+        now: Instant,
+        params: &Params,
+    ) -> Option<i64> {
+        let epoch = lease.record.transitions;
+        self.see_epoch(epoch);
+        self.remember(&lease.resource_version);
+        self.my_last_write = Some(lease.resource_version.clone());
+        self.known = Known::Present(Observed {
+            lease: lease.clone(),
+            observed_at: now,
+        });
+        self.stale = false;
+        self.not_before = None;
+        if lease.record.holder.as_deref() != Some(params.identity.as_str()) {
+            // A release (or any write not naming us) ends the tenure.
+            self.tenure = None;
+            return None;
+        }
+        let epoch = epoch?;
+        let valid_until = sent + params.renew_deadline;
+        if valid_until <= now {
+            // The answer came too late to claim anything; the next step renews at once.
+            self.tenure = None;
+            return None;
+        }
+        self.tenure = Some(Tenure {
+            epoch,
+            last_sent: sent,
+            valid_until,
+            base: lease,
+        });
+        Some(epoch)
+    }
+
+    /// Give up our tenure now (before a release is sent).
+    pub fn step_down(&mut self) -> bool {
+        self.tenure.take().is_some()
+    }
+
+    fn next_epoch(&self, record: Option<&LeaseRecord>) -> Option<i64> {
+        let seen = record.and_then(|r| r.transitions).max(self.max_epoch_seen);
+        let next = seen.map_or(1, |e| e + 1);
+        (next <= MAX_EPOCH).then_some(next)
+    }
+}
+
+fn holder_record(
+    params: &Params,
+    epoch: i64,
+    acquire_time: Option<String>,
+    wall: SystemTime,
+) -> LeaseRecord {
+    let now = micro_time(wall);
+    LeaseRecord {
+        holder: Some(params.identity.clone()),
+        lease_duration_seconds: Some(params.lease_duration_seconds()),
+        acquire_time: Some(acquire_time.unwrap_or_else(|| now.clone())),
+        renew_time: Some(now),
+        transitions: Some(epoch),
+        released_by: None,
+    }
+}
+
+/// The record a leader writes to release the lease: no holder, the release marker, the epoch kept.
+pub fn release_record(params: &Params, tenure: &Tenure, wall: SystemTime) -> LeaseRecord {
+    LeaseRecord {
+        holder: None,
+        lease_duration_seconds: Some(params.lease_duration_seconds()),
+        acquire_time: tenure.base.record.acquire_time.clone(),
+        renew_time: Some(micro_time(wall)),
+        transitions: Some(tenure.epoch),
+        released_by: Some(params.identity.clone()),
+    }
+}
+
+/// The step function: given what we know at `now`, what to do next. Pure.
+pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> Step {
+    if let Some(t) = s.not_before.filter(|t| now < *t) {
+        return Step::Wait(t);
+    }
+    if s.stale {
+        return Step::Read;
+    }
+    // 1. Leading: renew every retry period, based on our last write.
+    if let Some(t) = &s.tenure {
+        let at = t.last_sent + p.retry_period;
+        if now < at {
+            return Step::Wait(at.min(t.valid_until));
+        }
+        let record = holder_record(p, t.epoch, t.base.record.acquire_time.clone(), wall);
+        return Step::Write {
+            base: t.base.clone(),
+            record,
+            renew: true,
+        };
+    }
+    let poll = |until: Instant| -> Step {
+        match s.poll_at {
+            Some(at) if !s.watch_up && at <= now => Step::Read,
+            Some(at) if !s.watch_up => Step::Wait(at.min(until)),
+            _ => Step::Wait(until),
+        }
+    };
+    match &s.known {
+        // 2. Nothing known yet: read.
+        Known::Unknown => Step::Read,
+        // 3. Absent: create once the absence has been seen for a full lease duration.
+        Known::Absent { since, wait } => {
+            let at = *since + *wait;
+            if now < at {
+                return poll(at);
+            }
+            match s.next_epoch(None) {
+                Some(epoch) => Step::Create(holder_record(p, epoch, None, wall)),
+                None => Step::Stuck {
+                    until: now + p.retry_period,
+                    why: "the epoch would overflow int32",
+                },
+            }
+        }
+        // 4. Present: free, our own lapsed record, or expired by observed time → acquire.
+        Known::Present(o) => {
+            let r = &o.lease.record;
+            let ours = r.holder.as_deref() == Some(p.identity.as_str())
+                && s.my_last_write.as_deref() == Some(o.lease.resource_version.as_str());
+            let record_wait = r
+                .lease_duration_seconds
+                .map(|d| Duration::from_secs(d.min(MAX_EPOCH) as u64))
+                .unwrap_or_default();
+            let expires = o.observed_at + p.lease_duration.max(record_wait);
+            if !(r.is_released() || ours || now >= expires) {
+                return poll(expires);
+            }
+            match s.next_epoch(Some(r)) {
+                Some(epoch) => Step::Write {
+                    base: o.lease.clone(),
+                    record: holder_record(p, epoch, None, wall),
+                    renew: false,
+                },
+                None => Step::Stuck {
+                    until: now + p.retry_period,
+                    why: "the epoch would overflow int32 (leaseTransitions is at its maximum); reset the lease",
+                },
+            }
+        }
+    }
+}

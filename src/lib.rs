@@ -1,0 +1,28 @@
+//! leaderd: a leader-election sidecar for Kubernetes.
+//!
+//! The map of the crate, from the inside out:
+//!
+//! - [`election`]: the algorithm. [`election::record`] decodes the Lease leniently,
+//!   [`election::store`] is the get/create/replace/watch lock interface,
+//!   [`election::state`] the pure step function ([`election::decide`]), and
+//!   [`election::elector`] the campaign loop that carries it out.
+//! - [`kube_store`]: the lock interface over the Kubernetes API, with kube-rs.
+//! - [`status`]: the published leader state (a `tokio::sync::watch`), read by HTTP and metrics.
+//! - [`http`]: the app-facing API (`/leader`, `/healthz`, `/readyz`).
+//! - [`metrics`]: the Prometheus `/metrics` listener.
+//! - [`config`]: flags and environment, validated before anything starts.
+//! - [`shutdown`]: SIGTERM/SIGINT as one cancellation token.
+//! - [`testserver`]: the Lease API test server (used by tests, the demo and benchmarks).
+//! - [`harness`]: runs leaderd processes against a server and samples their `/leader`.
+//! - [`demo`]: `leaderd demo`.
+
+pub mod config;
+pub mod demo;
+pub mod election;
+pub mod harness;
+pub mod http;
+pub mod kube_store;
+pub mod metrics;
+pub mod shutdown;
+pub mod status;
+pub mod testserver;

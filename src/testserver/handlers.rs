@@ -1,0 +1,663 @@
+//! Request routing and the Lease verbs (get, list, create, update, patch, delete) with
+//! kube-apiserver's ordering of decode, name checks, preconditions and validation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, Request};
+use axum::response::Response;
+use http::{Method, Uri};
+use serde_json::{json, Map, Value};
+
+use super::patch::{json_patch, merge_patch, JsonPatchError};
+use super::status::{self, go_quote, ApiError, FieldError, GROUP, RESOURCE};
+use super::store::{Selector, Store};
+use super::validate::{decode_lease, meta_str, set_meta, validate_lease, DecodeError, API_VERSION};
+use super::{error_response, json_response, lock, new_uid, now_rfc3339, watch, Shared};
+
+/// The kube-apiserver request body limit.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What a request path addresses.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Route {
+    /// `/apis/coordination.k8s.io/v1[/namespaces/{ns}]/leases`; `ns` None = all namespaces.
+    Collection {
+        ns: Option<String>,
+    },
+    /// `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}`.
+    Object {
+        ns: String,
+        name: String,
+    },
+    /// `/version`.
+    Version,
+    Unknown,
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Route {
+    pub fn parse(path: &str) -> Route {
+        let Some(segs) = path
+            .split('/')
+            .skip(1)
+            .map(percent_decode)
+            .collect::<Option<Vec<String>>>()
+        else {
+            return Route::Unknown;
+        };
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match segs.as_slice() {
+            ["version"] | ["version", ""] => Route::Version,
+            ["apis", "coordination.k8s.io", "v1", "leases"] => Route::Collection { ns: None },
+            ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases"] if !ns.is_empty() => {
+                Route::Collection {
+                    ns: Some(ns.to_string()),
+                }
+            }
+            ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", name]
+                if !ns.is_empty() && !name.is_empty() =>
+            {
+                Route::Object {
+                    ns: ns.to_string(),
+                    name: name.to_string(),
+                }
+            }
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The RBAC verb of a request on this route.
+    pub fn verb(&self, method: &Method, uri: &Uri) -> String {
+        let verb = match (self, method.as_str()) {
+            (Route::Collection { .. }, "GET") => {
+                if is_watch(&query(uri).unwrap_or_default()) {
+                    "watch"
+                } else {
+                    "list"
+                }
+            }
+            (Route::Collection { .. }, "POST") => "create",
+            (Route::Collection { .. }, "DELETE") => "deletecollection",
+            (Route::Object { .. }, "GET") => "get",
+            (Route::Object { .. }, "PUT") => "update",
+            (Route::Object { .. }, "PATCH") => "patch",
+            (Route::Object { .. }, "DELETE") => "delete",
+            (_, m) => return m.to_ascii_lowercase(),
+        };
+        verb.to_string()
+    }
+
+    /// (namespace, name) for RBAC messages, when this is a lease route.
+    pub fn lease_scope(&self) -> Option<(&str, &str)> {
+        match self {
+            Route::Collection { ns } => Some((ns.as_deref().unwrap_or(""), "")),
+            Route::Object { ns, name } => Some((ns, name)),
+            _ => None,
+        }
+    }
+}
+
+fn query(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| status::bad_request(format!("invalid query: {e}")))
+}
+
+fn is_watch(q: &HashMap<String, String>) -> bool {
+    matches!(
+        q.get("watch").map(String::as_str),
+        Some("1" | "true" | "True")
+    )
+}
+
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|v| v == "All")
+}
+
+/// Read the whole body (413 beyond the apiserver's limit).
+async fn body_bytes(req: Request) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| status::too_large(MAX_BODY))
+}
+
+/// The media type of a request (lowercase, without parameters).
+fn media_type(req: &Request) -> String {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Read a create/update body: JSON (also when no type is given) or YAML; else 415.
+async fn read_object_body(req: Request) -> Result<Value, ApiError> {
+    let media = media_type(&req);
+    let bytes = body_bytes(req).await?;
+    match media.as_str() {
+        "" | "application/json" | "*/*" => parse_json(&bytes),
+        "application/yaml" => serde_yaml::from_slice(&bytes).map_err(|e| {
+            status::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
+        _ => Err(status::unsupported_media_type(&[
+            "application/json",
+            "application/yaml",
+            "application/vnd.kubernetes.protobuf",
+        ])),
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        status::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+    })
+}
+
+/// Go's `ParseResourceVersion` error as the storage layer returns it (422).
+fn bad_rv(rv: &str) -> ApiError {
+    status::invalid(
+        "",
+        "",
+        "",
+        &[FieldError::invalid(
+            "resourceVersion",
+            &go_quote(rv),
+            &format!(
+                "strconv.ParseUint: parsing {}: invalid syntax",
+                go_quote(rv)
+            ),
+        )],
+    )
+}
+
+fn parse_rv(rv: &str) -> Result<u64, ApiError> {
+    rv.parse::<u64>().map_err(|_| bad_rv(rv))
+}
+
+/// Dispatch a request that passed the fault injection.
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    client: String,
+    route: &Route,
+    req: Request,
+) -> Response {
+    let result = match route {
+        Route::Unknown => Err(status::unknown_path()),
+        Route::Version => {
+            if req.method() == Method::GET {
+                Ok(json_response(
+                    200,
+                    &json!({
+                        "major": "1", "minor": "20", "gitVersion": "v1.20.2-leaderd-testserver",
+                        "gitCommit": "0000000000000000000000000000000000000000",
+                        "gitTreeState": "clean", "buildDate": "2021-01-13T13:20:00Z",
+                        "goVersion": "go1.15.5", "compiler": "gc", "platform": "linux/amd64"
+                    }),
+                ))
+            } else {
+                Err(status::method_not_allowed(req.method().as_str()))
+            }
+        }
+        Route::Collection { ns } => match *req.method() {
+            Method::GET => list_or_watch(&shared, client, ns.as_deref(), req.uri()),
+            Method::POST if ns.is_some() => create(&shared, ns.as_deref().unwrap_or(""), req).await,
+            _ => Err(status::method_not_allowed(req.method().as_str())),
+        },
+        Route::Object { ns, name } => match *req.method() {
+            Method::GET => get(&shared, ns, name),
+            Method::PUT => update(&shared, ns, name, req).await,
+            Method::PATCH => patch(&shared, ns, name, req).await,
+            Method::DELETE => delete(&shared, ns, name, req).await,
+            _ => Err(status::method_not_allowed(req.method().as_str())),
+        },
+    };
+    result.unwrap_or_else(error_response)
+}
+
+fn get(shared: &Shared, ns: &str, name: &str) -> Result<Response, ApiError> {
+    let st = lock(&shared.store);
+    let obj = st.get(ns, name).ok_or_else(|| status::not_found(name))?;
+    Ok(json_response(200, obj))
+}
+
+fn list_or_watch(
+    shared: &Arc<Shared>,
+    client: String,
+    ns: Option<&str>,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
+    let q = query(uri)?;
+    let sel = Selector::parse(
+        q.get("fieldSelector").map(String::as_str),
+        q.get("labelSelector").map(String::as_str),
+    )
+    .map_err(status::bad_request)?;
+    if is_watch(&q) {
+        let from = match q.get("resourceVersion").map(String::as_str) {
+            None | Some("") => None,
+            Some(rv) => Some(parse_rv(rv)?),
+        };
+        let timeout = match q.get("timeoutSeconds").map(String::as_str) {
+            None | Some("") | Some("0") => None,
+            Some(t) => Some(t.parse::<u64>().map_err(|_| {
+                status::bad_request(format!("invalid timeoutSeconds: {}", go_quote(t)))
+            })?),
+        }
+        .map(Duration::from_secs)
+        // Like the real default: a random 30 to 60 minutes.
+        .unwrap_or_else(|| Duration::from_secs(1800 + fastrand::u64(0..1800)));
+        return Ok(watch::watch_response(
+            shared.clone(),
+            client,
+            ns.map(str::to_string),
+            sel,
+            from,
+            timeout,
+        ));
+    }
+    let limit = match q.get("limit").map(String::as_str) {
+        None | Some("") | Some("0") => None,
+        Some(l) => Some(
+            l.parse::<usize>()
+                .map_err(|_| status::bad_request(format!("invalid limit: {}", go_quote(l))))?,
+        ),
+    };
+    let cont = q.get("continue").cloned().unwrap_or_default();
+    let st = lock(&shared.store);
+    let mut items: Vec<Value> = st
+        .list(ns, &sel)
+        .into_iter()
+        .filter(|o| {
+            cont.is_empty() || {
+                let key = format!("{}/{}", meta_str(o, "namespace"), meta_str(o, "name"));
+                key.as_str() > cont.as_str()
+            }
+        })
+        .collect();
+    let mut meta = Map::new();
+    meta.insert(
+        "resourceVersion".into(),
+        Value::String(st.current_rv().to_string()),
+    );
+    if let Some(limit) = limit {
+        if items.len() > limit {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            if let Some(last) = items.last() {
+                let key = format!("{}/{}", meta_str(last, "namespace"), meta_str(last, "name"));
+                meta.insert("continue".into(), Value::String(key));
+                meta.insert("remainingItemCount".into(), json!(remaining));
+            }
+        }
+    }
+    for item in &mut items {
+        if let Some(o) = item.as_object_mut() {
+            o.remove("kind");
+            o.remove("apiVersion");
+        }
+    }
+    Ok(json_response(
+        200,
+        &json!({"kind": "LeaseList", "apiVersion": API_VERSION, "metadata": meta, "items": items}),
+    ))
+}
+
+/// Fill the server-set fields of a new object and store it (unless dry-run).
+fn store_new(st: &mut Store, ns: &str, name: &str, mut obj: Value, dry: bool) -> Value {
+    set_meta(&mut obj, "resourceVersion", "");
+    set_meta(&mut obj, "uid", &new_uid());
+    set_meta(&mut obj, "creationTimestamp", &now_rfc3339());
+    if dry {
+        return obj;
+    }
+    st.put(ns, name, obj)
+}
+
+/// `generateName` + 5 random characters, like the apiserver's name generator.
+fn generate_name(prefix: &str) -> String {
+    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut cut = prefix.len().min(253 - 5);
+    while !prefix.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let prefix = &prefix[..cut];
+    let suffix: String = (0..5)
+        .map(|_| char::from(ALPHANUMS[fastrand::usize(0..ALPHANUMS.len())]))
+        .collect();
+    format!("{prefix}{suffix}")
+}
+
+fn invalid_lease(name: &str, errs: &[FieldError]) -> ApiError {
+    status::invalid(GROUP, "Lease", name, errs)
+}
+
+async fn create(shared: &Shared, ns: &str, req: Request) -> Result<Response, ApiError> {
+    let q = query(req.uri())?;
+    let body = read_object_body(req).await?;
+    let mut obj = decode_lease(&body).map_err(|e| status::bad_request(e.message()))?;
+    let body_ns = meta_str(&obj, "namespace");
+    if !body_ns.is_empty() && body_ns != ns {
+        return Err(status::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    set_meta(&mut obj, "namespace", ns);
+    if meta_str(&obj, "name").is_empty() && !meta_str(&obj, "generateName").is_empty() {
+        let name = generate_name(meta_str(&obj, "generateName"));
+        set_meta(&mut obj, "name", &name);
+    }
+    let name = meta_str(&obj, "name").to_string();
+    let errs = validate_lease(&obj);
+    if !errs.is_empty() {
+        return Err(invalid_lease(&name, &errs));
+    }
+    // etcd3's Create refuses a parseable non-zero resourceVersion (a plain error: 500 Unknown);
+    // anything else is cleared.
+    if meta_str(&obj, "resourceVersion")
+        .parse::<u64>()
+        .is_ok_and(|rv| rv != 0)
+    {
+        return Err(status::unknown_error(
+            500,
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    let mut st = lock(&shared.store);
+    if st.get(ns, &name).is_some() {
+        return Err(status::already_exists(&name));
+    }
+    let created = store_new(&mut st, ns, &name, obj, dry_run(&q));
+    Ok(json_response(201, &created))
+}
+
+/// `checkName`: the object's name/namespace must match the URL.
+fn check_name(obj: &mut Value, ns: &str, name: &str) -> Result<(), ApiError> {
+    let obj_name = meta_str(obj, "name");
+    if obj_name != name {
+        return Err(status::bad_request(format!(
+            "the name of the object ({obj_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let obj_ns = meta_str(obj, "namespace");
+    if !obj_ns.is_empty() && obj_ns != ns {
+        return Err(status::bad_request(format!(
+            "the namespace of the object ({obj_ns}) does not match the namespace on the URL ({ns})"
+        )));
+    }
+    set_meta(obj, "namespace", ns);
+    Ok(())
+}
+
+/// Carry the system fields of `old` over to `new` (uid if unset, creationTimestamp).
+fn keep_system_fields(new: &mut Value, old: &Value) {
+    if meta_str(new, "uid").is_empty() {
+        set_meta(new, "uid", meta_str(old, "uid"));
+    }
+    set_meta(new, "creationTimestamp", meta_str(old, "creationTimestamp"));
+}
+
+async fn update(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Response, ApiError> {
+    let q = query(req.uri())?;
+    let body = read_object_body(req).await?;
+    let mut obj = decode_lease(&body).map_err(|e| status::bad_request(e.message()))?;
+    check_name(&mut obj, ns, name)?;
+    let dry = dry_run(&q);
+    let mut st = lock(&shared.store);
+    let Some(old) = st.get(ns, name).cloned() else {
+        // Leases allow create-on-update, whatever resourceVersion the body carries.
+        set_meta(&mut obj, "resourceVersion", "");
+        let errs = validate_lease(&obj);
+        if !errs.is_empty() {
+            return Err(invalid_lease(name, &errs));
+        }
+        let created = store_new(&mut st, ns, name, obj, dry);
+        return Ok(json_response(201, &created));
+    };
+    let uid = meta_str(&obj, "uid");
+    let old_uid = meta_str(&old, "uid");
+    if !uid.is_empty() && uid != old_uid {
+        return Err(status::conflict_with(
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"
+            ),
+        ));
+    }
+    let rv = meta_str(&obj, "resourceVersion");
+    if rv.is_empty() || parse_rv(rv)? == 0 {
+        return Err(status::invalid(
+            GROUP,
+            RESOURCE,
+            name,
+            &[FieldError::invalid(
+                "metadata.resourceVersion",
+                "0x0",
+                "must be specified for an update",
+            )],
+        ));
+    }
+    if rv != meta_str(&old, "resourceVersion") {
+        return Err(status::conflict(name));
+    }
+    keep_system_fields(&mut obj, &old);
+    let errs = validate_lease(&obj);
+    if !errs.is_empty() {
+        return Err(invalid_lease(name, &errs));
+    }
+    let stored = if dry { obj } else { st.put(ns, name, obj) };
+    Ok(json_response(200, &stored))
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum PatchKind {
+    Merge,
+    Strategic,
+    Json,
+    Apply,
+}
+
+async fn patch(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Response, ApiError> {
+    let q = query(req.uri())?;
+    let ct = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let kind = match media.as_str() {
+        "application/merge-patch+json" => PatchKind::Merge,
+        "application/strategic-merge-patch+json" => PatchKind::Strategic,
+        "application/json-patch+json" => PatchKind::Json,
+        "application/apply-patch+yaml" => PatchKind::Apply,
+        _ => {
+            return Err(status::unsupported_media_type(&[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml",
+            ]))
+        }
+    };
+    if kind == PatchKind::Apply && q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(status::bad_request(
+            "PATCH request must have fieldManager query parameter for server-side apply",
+        ));
+    }
+    let bytes = body_bytes(req).await?;
+    let patch_doc: Value = if kind == PatchKind::Apply {
+        serde_yaml::from_slice(&bytes)
+            .map_err(|e| status::bad_request(format!("error decoding YAML: {e}")))?
+    } else {
+        serde_json::from_slice(&bytes).map_err(|_| match kind {
+            PatchKind::Json => status::bad_request(
+                "json: cannot unmarshal into Go value of type jsonpatch.Patch (invalid JSON)",
+            ),
+            _ => status::bad_request("Invalid JSON Patch"),
+        })?
+    };
+    let dry = dry_run(&q);
+    let mut st = lock(&shared.store);
+    let Some(old) = st.get(ns, name).cloned() else {
+        if kind != PatchKind::Apply {
+            return Err(status::not_found(name));
+        }
+        // Server-side apply creates.
+        let mut obj = decode_lease(&patch_doc).map_err(|e| status::bad_request(e.message()))?;
+        check_name(&mut obj, ns, name)?;
+        let errs = validate_lease(&obj);
+        if !errs.is_empty() {
+            return Err(invalid_lease(name, &errs));
+        }
+        let created = store_new(&mut st, ns, name, obj, dry);
+        return Ok(json_response(201, &created));
+    };
+    let mut doc = old.clone();
+    match kind {
+        PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply => {
+            merge_patch(&mut doc, &patch_doc)
+        }
+        PatchKind::Json => json_patch(&mut doc, &patch_doc).map_err(|e| match e {
+            JsonPatchError::Decode(m) => status::bad_request(m),
+            JsonPatchError::Apply(m) => status::unprocessable_patch(&m),
+        })?,
+    }
+    let mut obj = decode_lease(&doc).map_err(|e| {
+        let detail = match e {
+            DecodeError::Plain(m) | DecodeError::Field(m) => m,
+        };
+        let shown = go_quote(&serde_json::to_string(&doc).unwrap_or_default());
+        status::invalid("", "", "", &[FieldError::invalid("patch", &shown, &detail)])
+    })?;
+    check_name(&mut obj, ns, name)?;
+    let old_rv = meta_str(&old, "resourceVersion");
+    let rv = meta_str(&obj, "resourceVersion");
+    if !rv.is_empty() && rv != old_rv {
+        parse_rv(rv)?;
+        return Err(status::conflict(name));
+    }
+    let uid = meta_str(&obj, "uid");
+    if !uid.is_empty() && uid != meta_str(&old, "uid") {
+        return Err(invalid_lease(
+            name,
+            &[FieldError::invalid(
+                "metadata.uid",
+                &go_quote(uid),
+                "field is immutable",
+            )],
+        ));
+    }
+    keep_system_fields(&mut obj, &old);
+    let errs = validate_lease(&obj);
+    if !errs.is_empty() {
+        return Err(invalid_lease(name, &errs));
+    }
+    let stored = if dry { obj } else { st.put(ns, name, obj) };
+    Ok(json_response(200, &stored))
+}
+
+async fn delete(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Response, ApiError> {
+    let q = query(req.uri())?;
+    let bytes = body_bytes(req).await?;
+    let opts = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+            status::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?
+    };
+    let pre = opts.get("preconditions");
+    let want_uid = pre.and_then(|p| p.get("uid")).and_then(Value::as_str);
+    let want_rv = pre
+        .and_then(|p| p.get("resourceVersion"))
+        .and_then(Value::as_str);
+    let mut st = lock(&shared.store);
+    let old = st.get(ns, name).ok_or_else(|| status::not_found(name))?;
+    let uid = meta_str(old, "uid").to_string();
+    if let Some(w) = want_uid.filter(|w| *w != uid) {
+        return Err(status::conflict_with(
+            name,
+            &format!("Precondition failed: UID in precondition: {w}, UID in object meta: {uid}"),
+        ));
+    }
+    let rv = meta_str(old, "resourceVersion");
+    if let Some(w) = want_rv.filter(|w| *w != rv) {
+        return Err(status::conflict_with(
+            name,
+            &format!("Precondition failed: ResourceVersion in precondition: {w}, ResourceVersion in object meta: {rv}"),
+        ));
+    }
+    if !dry_run(&q) {
+        st.remove(ns, name);
+    }
+    Ok(json_response(
+        200,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {"name": name, "group": GROUP, "kind": RESOURCE, "uid": uid}}),
+    ))
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_lease_paths_and_reject_the_rest() {
+        assert_eq!(
+            Route::parse("/apis/coordination.k8s.io/v1/namespaces/ns/leases"),
+            Route::Collection {
+                ns: Some("ns".into())
+            }
+        );
+        assert_eq!(
+            Route::parse("/apis/coordination.k8s.io/v1/namespaces/ns/leases/a%2Eb"),
+            Route::Object {
+                ns: "ns".into(),
+                name: "a.b".into()
+            }
+        );
+        assert_eq!(
+            Route::parse("/apis/coordination.k8s.io/v1/leases"),
+            Route::Collection { ns: None }
+        );
+        assert_eq!(Route::parse("/version"), Route::Version);
+        for p in [
+            "/",
+            "",
+            "/apis/coordination.k8s.io/v1/namespaces//leases",
+            "/apis/coordination.k8s.io/v1/namespaces/ns/leases/",
+            "/apis/coordination.k8s.io/v1/namespaces/ns/leases/a/status",
+            "/apis/coordination.k8s.io/v1/namespaces/ns/leases/%zz",
+            "/apis/coordination.k8s.io/v1/namespaces/ns/leases/%ff",
+        ] {
+            assert_eq!(Route::parse(p), Route::Unknown, "{p}");
+        }
+    }
+}
