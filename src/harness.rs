@@ -178,6 +178,11 @@ impl Candidate {
             .and_then(Result::ok)
     }
 
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
     /// Everything it logged so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -1,0 +1,194 @@
+//! Bad flags and environment: one line naming the flag and the fix, exit code 64, before
+//! anything starts; a port in use is a clear error, never a panic.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn leaderd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leaderd"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("runs")
+}
+
+fn assert_usage_error(out: &Output, must_name: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "exit code for {must_name}: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(must_name), "{err:?} does not name {must_name}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn each_invalid_flag_or_env_gets_exit_64_and_names_the_flag() {
+    // (flags, environment, the flag the message must name)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&[], &[], "--lease-name"),
+        (&["--lease-name", "Bad_Name"], &[], "--lease-name"),
+        (
+            &["--lease-name", "x", "--namespace", "UPPER"],
+            &[],
+            "--namespace",
+        ),
+        (
+            &["--lease-name", "x", "--lease-duration", "500ms"],
+            &[],
+            "--lease-duration",
+        ),
+        (
+            &["--lease-name", "x", "--lease-duration", "abc"],
+            &[],
+            "--lease-duration",
+        ),
+        (
+            &["--lease-name", "x", "--renew-deadline", "20s"],
+            &[],
+            "--renew-deadline",
+        ),
+        (
+            &["--lease-name", "x", "--retry-period", "10s"],
+            &[],
+            "--retry-period",
+        ),
+        (
+            &["--lease-name", "x", "--retry-period", "0s"],
+            &[],
+            "--retry-period",
+        ),
+        (
+            &["--lease-name", "x", "--http-addr", "localhost"],
+            &[],
+            "--http-addr",
+        ),
+        (
+            &["--lease-name", "x", "--metrics-addr", "127.0.0.1:99999"],
+            &[],
+            "--metrics-addr",
+        ),
+        (&["--lease-name", "x", "--identity", ""], &[], "--identity"),
+        (
+            &["--lease-name", "x", "--release-on-shutdown", "maybe"],
+            &[],
+            "--release-on-shutdown",
+        ),
+        (
+            &[
+                "--lease-name",
+                "x",
+                "--http-addr",
+                "127.0.0.1:7",
+                "--metrics-addr",
+                "127.0.0.1:7",
+            ],
+            &[],
+            "--metrics-addr",
+        ),
+        (&["--lease-name", "x", "--bogus"], &[], "--bogus"),
+        (
+            &[],
+            &[
+                ("LEADERD_LEASE_NAME", "x"),
+                ("LEADERD_RENEW_DEADLINE", "20s"),
+            ],
+            "--renew-deadline",
+        ),
+        (
+            &[],
+            &[
+                ("LEADERD_LEASE_NAME", "x"),
+                ("LEADERD_LEASE_DURATION", "soon"),
+            ],
+            "--lease-duration",
+        ),
+        (
+            &[],
+            &[("LEADERD_LEASE_NAME", "no_underscores")],
+            "--lease-name",
+        ),
+    ];
+    for (args, env, flag) in cases {
+        assert_usage_error(&leaderd(args, env), flag);
+    }
+}
+
+#[test]
+fn no_cluster_connection_is_a_usage_error_not_a_panic() {
+    let out = leaderd(&["--lease-name", "x", "--identity", "a"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("no cluster connection") && err.contains("KUBECONFIG"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let out = leaderd(&["--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--lease-name",
+        "--namespace",
+        "--identity",
+        "--lease-duration",
+        "--renew-deadline",
+        "--retry-period",
+        "--http-addr",
+        "--metrics-addr",
+        "--release-on-shutdown",
+        "LEADERD_LEASE_NAME",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let out = leaderd(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("leaderd "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_in_use_is_a_clear_error_naming_the_flag() {
+    let server = leaderd::testserver::TestServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kc.yaml");
+    std::fs::write(&kc, server.kubeconfig_yaml("a", "default")).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_leaderd"))
+        .args([
+            "--lease-name",
+            "x",
+            "--identity",
+            "a",
+            "--http-addr",
+            &addr,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", &kc)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on --http-addr {addr}")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        server.requests().is_empty(),
+        "it talked to the apiserver before failing"
+    );
+}
