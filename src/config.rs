@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// Release the lease (clear the holder) on SIGTERM/SIGINT, so a follower takes over at once.
     #[arg(long, env = "LEADERD_RELEASE_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
     pub release_on_shutdown: bool,
+    /// Post Kubernetes Events (BecameLeader, StoppedLeading) on the Lease; needs RBAC create and
+    /// patch on events.k8s.io events. Failures never affect the election.
+    #[arg(long, env = "LEADERD_EMIT_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub emit_events: bool,
     /// Log format.
     #[arg(long, env = "LEADERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -112,6 +116,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// Release on shutdown.
     pub release_on_shutdown: bool,
+    /// Post Kubernetes Events.
+    pub emit_events: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -251,6 +257,7 @@ impl RunArgs {
             http_addr: self.http_addr,
             metrics_addr: self.metrics_addr,
             release_on_shutdown: self.release_on_shutdown,
+            emit_events: self.emit_events,
             log_format: self.log_format,
             log_level: self.log_level,
         })

@@ -50,6 +50,8 @@ pub struct Candidate {
     pub name: String,
     /// Its `/leader` address.
     pub addr: SocketAddr,
+    /// Its `/metrics` address.
+    pub metrics_addr: SocketAddr,
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
 }
@@ -68,17 +70,42 @@ pub async fn get_leader(
     client: &Client<HttpConnector, Empty<Bytes>>,
     addr: SocketAddr,
 ) -> io::Result<LeaderView> {
-    let uri: http::Uri = format!("http://{addr}/leader")
+    let body = get(client, addr, "/leader").await?;
+    serde_json::from_slice(&body).map_err(io::Error::other)
+}
+
+/// `GET http://addr{path}`: the body of a 2xx answer.
+pub async fn get(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> io::Result<Bytes> {
+    let uri: http::Uri = format!("http://{addr}{path}")
         .parse()
         .map_err(io::Error::other)?;
     let res = client.get(uri).await.map_err(io::Error::other)?;
+    let status = res.status();
     let body = res
         .into_body()
         .collect()
         .await
         .map_err(io::Error::other)?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(io::Error::other)
+    if !status.is_success() {
+        return Err(io::Error::other(format!("GET {path}: HTTP {status}")));
+    }
+    Ok(body)
+}
+
+/// The listening address in a log line (text `addr=A` or JSON `"addr":"A"`).
+fn logged_addr(line: &str) -> Option<SocketAddr> {
+    if let Some(i) = line.find("\"addr\":\"") {
+        return line[i + 8..].split('"').next()?.parse().ok();
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))?
+        .parse()
+        .ok()
 }
 
 impl Candidate {
@@ -111,7 +138,7 @@ impl Candidate {
         let mut child = cmd.spawn()?;
         let stderr = child.stderr.take().expect("piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, mut addr_rx) = watch::channel(None::<SocketAddr>);
+        let (addr_tx, mut addr_rx) = watch::channel((None::<SocketAddr>, None::<SocketAddr>));
         let (name, sink) = (spec.identity.clone(), logs.clone());
         let echo = std::env::var_os("LEADERD_TEST_ECHO").is_some();
         tokio::spawn(async move {
@@ -121,18 +148,20 @@ impl Candidate {
                     eprintln!("[{name}] {line}");
                 }
                 if line.contains("http api listening") {
-                    let addr = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("addr="))
-                        .and_then(|a| a.parse().ok());
-                    let _ = addr_tx.send(addr);
+                    addr_tx.send_modify(|a| a.0 = logged_addr(&line));
+                } else if line.contains("metrics listening") {
+                    addr_tx.send_modify(|a| a.1 = logged_addr(&line));
                 }
                 sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
         });
-        let found = timeout(Duration::from_secs(20), addr_rx.wait_for(Option::is_some)).await;
-        let addr = match found {
-            Ok(Ok(a)) => a.expect("checked"),
+        let found = timeout(
+            Duration::from_secs(20),
+            addr_rx.wait_for(|a| a.0.is_some() && a.1.is_some()),
+        )
+        .await;
+        let (addr, metrics_addr) = match found {
+            Ok(Ok(a)) => (a.0.expect("checked"), a.1.expect("checked")),
             _ => {
                 let _ = child.start_kill();
                 let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
@@ -145,6 +174,7 @@ impl Candidate {
         Ok(Candidate {
             name: spec.identity.clone(),
             addr,
+            metrics_addr,
             child,
             logs,
         })

@@ -9,7 +9,8 @@
 //! - [`kube_store`]: the lock interface over the Kubernetes API, with kube-rs.
 //! - [`status`]: the published leader state (a `tokio::sync::watch`), read by HTTP and metrics.
 //! - [`http`]: the app-facing API (`/leader`, `/healthz`, `/readyz`).
-//! - [`metrics`]: the Prometheus `/metrics` listener.
+//! - [`metrics`]: the Prometheus `/metrics` listener and the collectors the elector feeds.
+//! - [`events`]: Kubernetes Events on leadership transitions.
 //! - [`config`]: flags and environment, validated before anything starts.
 //! - [`shutdown`]: SIGTERM/SIGINT as one cancellation token.
 //! - [`testserver`]: the Lease API test server (used by tests, the demo and benchmarks).
@@ -19,6 +20,7 @@
 pub mod config;
 pub mod demo;
 pub mod election;
+pub mod events;
 pub mod harness;
 pub mod http;
 pub mod kube_store;

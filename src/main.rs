@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, info_span, Instrument};
 
 use leaderd::config::{self, Cli, Command, LogFormat, Settings, EXIT_USAGE};
 use leaderd::election::{Elector, ElectorConfig};
 use leaderd::kube_store::KubeLeaseStore;
 use leaderd::status::{self, Identity};
-use leaderd::{demo, http, metrics, shutdown};
+use leaderd::{demo, events, http, metrics, shutdown};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -129,13 +129,28 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
     ));
     let prom = tokio::spawn(http::serve(
         metrics_listener,
-        metrics::router(metrics),
+        metrics::router(metrics.clone()),
         "metrics",
         servers.clone(),
     ));
 
-    let store = KubeLeaseStore::new(client, &namespace, &s.lease_name);
-    Elector::new(store, elector_cfg, status_tx).run(token).await;
+    let store = KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name);
+    let mut elector = Elector::new(store, elector_cfg, status_tx).with_metrics(metrics);
+    let span =
+        info_span!("election", lease = %s.lease_name, %namespace, identity = %s.params.identity);
+    if s.emit_events {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        elector = elector.with_transitions(tx);
+        let publisher = events::publish(
+            client,
+            namespace.clone(),
+            s.lease_name.clone(),
+            s.params.identity.clone(),
+            rx,
+        );
+        tokio::spawn(publisher.instrument(span.clone()));
+    }
+    elector.run(token).instrument(span).await;
 
     // Bounded drain: the API keeps answering (not leader) while in-flight requests finish.
     servers.cancel();

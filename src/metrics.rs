@@ -1,24 +1,38 @@
-//! The Prometheus `/metrics` endpoint on `--metrics-addr`. Gauges are computed from the
-//! published leader state at scrape time, so they can never claim a lapsed leadership.
+//! The Prometheus `/metrics` endpoint on `--metrics-addr`, and the collectors the elector
+//! feeds. Leadership gauges are computed from the published leader state at scrape time, so
+//! they can never claim a lapsed leadership.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
 
+use crate::election::LossReason;
 use crate::status::StatusRx;
 
 /// The metrics of one leaderd.
 pub struct Metrics {
     registry: Registry,
+    status: StatusRx,
     is_leader: IntGauge,
     master_status: IntGauge,
     epoch: IntGauge,
-    status: StatusRx,
+    valid_seconds: Gauge,
+    leader_changes: IntCounter,
+    acquisitions: IntCounter,
+    losses: IntCounterVec,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    last_change: Gauge,
+    watch_restarts: IntCounter,
 }
 
 impl Metrics {
@@ -26,52 +40,138 @@ impl Metrics {
     pub fn new(status: StatusRx) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let id = status.id.clone();
-        let labels = [
-            ("lease", id.lease.as_str()),
-            ("namespace", id.namespace.as_str()),
-        ];
-        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
-            let mut opts = Opts::new(name, help);
-            for (k, v) in labels {
-                opts = opts.const_label(k, v);
-            }
-            let g = IntGauge::with_opts(opts)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
+        let opts = |name: &str, help: &str| {
+            Opts::new(name, help)
+                .const_label("lease", id.lease.as_str())
+                .const_label("namespace", id.namespace.as_str())
         };
-        let is_leader = gauge(
+        macro_rules! reg {
+            ($e:expr) => {{
+                let c = $e;
+                registry.register(Box::new(c.clone()))?;
+                c
+            }};
+        }
+        let is_leader = reg!(IntGauge::with_opts(opts(
             "leaderd_is_leader",
-            "1 while this candidate may act as leader, else 0.",
-        )?;
-        let epoch = gauge(
-            "leaderd_epoch",
-            "Fencing epoch of the current tenure as this candidate sees it.",
-        )?;
-        let master_status = IntGauge::with_opts(
+            "1 while this candidate may act as leader, else 0."
+        ))?);
+        let master_status = reg!(IntGauge::with_opts(
             Opts::new(
                 "leader_election_master_status",
-                "client-go compatible: 1 while this candidate leads.",
+                "client-go compatible: 1 while this candidate leads, else 0."
             )
-            .const_label("name", id.lease.as_str()),
-        )?;
-        registry.register(Box::new(master_status.clone()))?;
-        let build = IntGaugeVec::new(
+            .const_label("name", id.lease.as_str())
+        )?);
+        let epoch = reg!(IntGauge::with_opts(opts(
+            "leaderd_epoch",
+            "Fencing epoch of the current tenure as this candidate sees it (0 when none)."
+        ))?);
+        let valid_seconds = reg!(Gauge::with_opts(opts(
+            "leaderd_leadership_valid_seconds",
+            "How much longer this candidate may act as leader without renewing (0 for followers)."
+        ))?);
+        let leader_changes = reg!(IntCounter::with_opts(opts(
+            "leaderd_leader_changes_total",
+            "Changes of the lease holder observed by this candidate."
+        ))?);
+        let acquisitions = reg!(IntCounter::with_opts(opts(
+            "leaderd_acquisitions_total",
+            "Tenures this candidate started."
+        ))?);
+        let losses = reg!(IntCounterVec::new(
+            opts(
+                "leaderd_losses_total",
+                "Tenures this candidate ended, by reason."
+            ),
+            &["reason"]
+        )?);
+        let requests = reg!(IntCounterVec::new(
+            opts(
+                "leaderd_lease_requests_total",
+                "Lease API requests by verb and HTTP status (or error/timeout)."
+            ),
+            &["verb", "code"]
+        )?);
+        let request_duration = reg!(HistogramVec::new(
+            HistogramOpts::from(opts(
+                "leaderd_lease_request_duration_seconds",
+                "Lease API request latency by verb (watch: until the stream opened)."
+            ))
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+            ]),
+            &["verb"]
+        )?);
+        let last_change = reg!(Gauge::with_opts(opts(
+            "leaderd_last_observed_change_timestamp_seconds",
+            "Unix time at which this candidate last saw the lease change (0 before)."
+        ))?);
+        let watch_restarts = reg!(IntCounter::with_opts(opts(
+            "leaderd_watch_restarts_total",
+            "Times the lease watch was re-established."
+        ))?);
+        for reason in LossReason::ALL {
+            losses.with_label_values(&[reason.as_str()]);
+        }
+        let build = reg!(IntGaugeVec::new(
             Opts::new("leaderd_build_info", "Build information; always 1."),
-            &["version"],
-        )?;
+            &["version"]
+        )?);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        registry.register(Box::new(build))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Metrics {
             registry,
+            status,
             is_leader,
             master_status,
             epoch,
-            status,
+            valid_seconds,
+            leader_changes,
+            acquisitions,
+            losses,
+            requests,
+            request_duration,
+            last_change,
+            watch_restarts,
         })
+    }
+
+    /// One Lease API request finished with `code` ("200", "409", "error", "timeout") after `took`.
+    pub fn request(&self, verb: &str, code: &str, took: Duration) {
+        self.requests.with_label_values(&[verb, code]).inc();
+        self.request_duration
+            .with_label_values(&[verb])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A tenure started.
+    pub fn acquired(&self) {
+        self.acquisitions.inc();
+    }
+
+    /// A tenure ended.
+    pub fn lost(&self, reason: LossReason) {
+        self.losses.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// The holder changed.
+    pub fn leader_changed(&self) {
+        self.leader_changes.inc();
+    }
+
+    /// The lease changed (a new resourceVersion, or it disappeared) at `at`.
+    pub fn observed_change(&self, at: SystemTime) {
+        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.last_change.set(secs.as_secs_f64());
+    }
+
+    /// The watch was re-established.
+    pub fn watch_restarted(&self) {
+        self.watch_restarts.inc();
     }
 
     /// The text exposition of all metrics now.
@@ -81,6 +181,8 @@ impl Metrics {
         self.is_leader.set(leading);
         self.master_status.set(leading);
         self.epoch.set(view.epoch.unwrap_or(0));
+        self.valid_seconds
+            .set(view.valid_for_ms.unwrap_or(0) as f64 / 1000.0);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

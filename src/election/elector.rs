@@ -2,6 +2,7 @@
 //! Lease's watch stream, publishes the leader state, and releases the lease on shutdown.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -15,6 +16,7 @@ use super::state::{
     decide, release_record, ElectionState, Known, LossReason, Params, Source, Step,
 };
 use super::store::{LeaseStore, StoreError, WatchEvent};
+use crate::metrics::Metrics;
 use crate::status::{Lead, LeaderState, StatusTx};
 
 /// Everything the elector needs besides the store.
@@ -76,7 +78,36 @@ pub struct Elector<S: LeaseStore> {
     observed_wall: Option<SystemTime>,
     last_holder: Option<String>,
     transitions: Option<mpsc::UnboundedSender<Transition>>,
+    metrics: Option<Arc<Metrics>>,
     stuck_logged: bool,
+    last_rv: Option<Option<String>>,
+    last_epoch: Option<i64>,
+}
+
+/// Run one request under `limit`, counting it in `metrics`; a timeout becomes `Unavailable`.
+async fn timed<T>(
+    metrics: Option<Arc<Metrics>>,
+    verb: &str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let r = timeout(limit, fut).await;
+    if let Some(m) = metrics {
+        let code = match &r {
+            Ok(Ok(_)) if verb == "create" => "201".to_owned(),
+            Ok(Ok(_)) => "200".to_owned(),
+            Ok(Err(e)) => e.code_label(),
+            Err(_) => "timeout".to_owned(),
+        };
+        m.request(verb, &code, started.elapsed());
+    }
+    r.unwrap_or_else(|_| {
+        Err(StoreError::unavailable(format!(
+            "no answer within {}",
+            humantime::format_duration(limit)
+        )))
+    })
 }
 
 /// A step, shortly, for trace logs.
@@ -119,8 +150,17 @@ impl<S: LeaseStore> Elector<S> {
             observed_wall: None,
             last_holder: None,
             transitions: None,
+            metrics: None,
             stuck_logged: false,
+            last_rv: None,
+            last_epoch: None,
         }
+    }
+
+    /// Also count requests, transitions and changes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Also report every [`Transition`] on `tx`.
@@ -136,14 +176,29 @@ impl<S: LeaseStore> Elector<S> {
     fn publish(&mut self) {
         let lease = self.state.lease();
         let holder = lease.and_then(|l| l.record.holder.clone());
+        let ready = !matches!(self.state.known, Known::Unknown);
+        if ready {
+            let rv = lease.map(|l| l.resource_version.clone());
+            if self.last_rv.as_ref() != Some(&rv) {
+                if self.last_rv.is_some() {
+                    if let Some(m) = &self.metrics {
+                        m.observed_change(SystemTime::now());
+                    }
+                }
+                self.last_rv = Some(rv);
+            }
+        }
         if holder != self.last_holder {
             if let Some(h) = &holder {
                 info!(leader = %h, epoch = ?lease.and_then(|l| l.record.transitions), "observed new leader");
             }
+            if let Some(m) = &self.metrics {
+                m.leader_changed();
+            }
             self.last_holder = holder.clone();
         }
         let state = LeaderState {
-            ready: !matches!(self.state.known, Known::Unknown),
+            ready,
             epoch: holder
                 .as_ref()
                 .and(lease.and_then(|l| l.record.transitions)),
@@ -159,14 +214,19 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     fn emit(&self, t: Transition) {
+        if let Some(m) = &self.metrics {
+            match t {
+                Transition::Acquired { .. } => m.acquired(),
+                Transition::Lost { reason } => m.lost(reason),
+            }
+        }
         if let Some(tx) = &self.transitions {
             let _ = tx.send(t);
         }
     }
 
     fn lost(&mut self, reason: LossReason) {
-        let p = self.params();
-        warn!(identity = %p.identity, reason = reason.as_str(), "stopped leading");
+        info!(epoch = ?self.last_epoch, reason = reason.as_str(), "stopped leading");
         self.emit(Transition::Lost { reason });
     }
 
@@ -221,11 +281,12 @@ impl<S: LeaseStore> Elector<S> {
     /// `None` when shutdown came first.
     async fn call<T>(
         &mut self,
+        verb: &str,
         fut: impl Future<Output = Result<T, StoreError>>,
         shutdown: &CancellationToken,
     ) -> Option<Result<T, StoreError>> {
         let limit = self.cfg.call_timeout;
-        let fut = timeout(limit, fut);
+        let fut = timed(self.metrics.clone(), verb, limit, fut);
         tokio::pin!(fut);
         loop {
             let deadline = self.state.tenure.as_ref().map(|t| t.valid_until);
@@ -233,9 +294,7 @@ impl<S: LeaseStore> Elector<S> {
                 biased;
                 _ = shutdown.cancelled() => return None,
                 r = &mut fut => {
-                    return Some(r.unwrap_or_else(|_| Err(StoreError::unavailable(format!(
-                        "no answer within {}", humantime::format_duration(limit)
-                    )))));
+                    return Some(r);
                 }
                 _ = sleep_until(wake_at(deadline.unwrap_or_else(Instant::now))), if deadline.is_some() => {
                     if let Some(r) = self.state.expire(Instant::now()) {
@@ -268,7 +327,8 @@ impl<S: LeaseStore> Elector<S> {
                 let epoch = self.state.wrote(lease, sent, Instant::now(), &params);
                 match (was_leading, epoch) {
                     (false, Some(epoch)) => {
-                        info!(identity = %params.identity, epoch, "became leader");
+                        self.last_epoch = Some(epoch);
+                        info!(epoch, "became leader");
                         self.emit(Transition::Acquired { epoch });
                     }
                     (true, None) => self.lost(LossReason::RenewDeadline),
@@ -300,6 +360,7 @@ impl<S: LeaseStore> Elector<S> {
             self.cfg.params.retry_period,
             self.cfg.call_timeout,
             self.cfg.watch_silence,
+            self.metrics.clone(),
             watch_stop.clone(),
         ));
         let mut watch_gone = false;
@@ -339,7 +400,7 @@ impl<S: LeaseStore> Elector<S> {
             let store = self.store.clone();
             match step {
                 Step::Read => {
-                    let Some(res) = self.call(store.get(), &shutdown).await else {
+                    let Some(res) = self.call("get", store.get(), &shutdown).await else {
                         break;
                     };
                     let params = self.cfg.params.clone();
@@ -365,7 +426,7 @@ impl<S: LeaseStore> Elector<S> {
                     let obj = super::record::new_lease_object(&record);
                     debug!(epoch = ?record.transitions, "creating the lease");
                     let sent = Instant::now();
-                    let Some(res) = self.call(store.create(obj), &shutdown).await else {
+                    let Some(res) = self.call("create", store.create(obj), &shutdown).await else {
                         break;
                     };
                     self.after_write(res, sent, false, "creating the lease");
@@ -377,7 +438,7 @@ impl<S: LeaseStore> Elector<S> {
                 } => {
                     let obj = base.replaced_with(&record);
                     let sent = Instant::now();
-                    let Some(res) = self.call(store.replace(obj), &shutdown).await else {
+                    let Some(res) = self.call("update", store.replace(obj), &shutdown).await else {
                         break;
                     };
                     let what = if renew {
@@ -396,7 +457,7 @@ impl<S: LeaseStore> Elector<S> {
         if self.cfg.release_on_shutdown {
             self.release().await;
         } else if self.state.step_down() {
-            self.lost(LossReason::Released);
+            self.lost(LossReason::Shutdown);
         }
         self.publish();
     }
@@ -409,23 +470,24 @@ impl<S: LeaseStore> Elector<S> {
         // Stop claiming *before* the release can reach anyone.
         self.state.step_down();
         self.publish();
-        self.lost(LossReason::Released);
+        self.lost(LossReason::Shutdown);
         let params = self.cfg.params.clone();
         for _ in 0..3 {
             let record = release_record(&params, &tenure, SystemTime::now());
             let obj = tenure.base.replaced_with(&record);
-            match timeout(self.cfg.call_timeout, self.store.replace(obj)).await {
-                Ok(Ok((lease, _))) => {
+            let (m, limit) = (self.metrics.clone(), self.cfg.call_timeout);
+            match timed(m.clone(), "update", limit, self.store.replace(obj)).await {
+                Ok((lease, _)) => {
                     info!(identity = %params.identity, epoch = tenure.epoch, "released the lease");
                     self.state
                         .observe(lease, Instant::now(), &params, Source::Direct);
                     return;
                 }
-                Ok(Err(StoreError::Conflict)) => {
+                Err(StoreError::Conflict) => {
                     // Our in-flight renew may have landed; release from the newest version if
                     // it still names us under our epoch.
-                    match timeout(self.cfg.call_timeout, self.store.get()).await {
-                        Ok(Ok(lease))
+                    match timed(m, "get", limit, self.store.get()).await {
+                        Ok(lease)
                             if lease.record.holder.as_deref() == Some(params.identity.as_str())
                                 && lease.record.transitions == Some(tenure.epoch) =>
                         {
@@ -437,12 +499,8 @@ impl<S: LeaseStore> Elector<S> {
                         }
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     warn!(error = %e, "could not release the lease; followers will take over after it expires");
-                    return;
-                }
-                Err(_) => {
-                    warn!("release timed out; followers will take over after the lease expires");
                     return;
                 }
             }
@@ -459,13 +517,28 @@ async fn watch_loop<S: LeaseStore>(
     retry_period: Duration,
     call_timeout: Duration,
     silence: Duration,
+    metrics: Option<Arc<Metrics>>,
     stop: CancellationToken,
 ) {
     let mut rv: Option<String> = None;
     let mut failures: u32 = 0;
+    let mut started_once = false;
     let run = async {
         loop {
-            let stream = match timeout(call_timeout, store.watch(rv.clone())).await {
+            let started = Instant::now();
+            let res = timeout(call_timeout, store.watch(rv.clone())).await;
+            if let Some(m) = &metrics {
+                let code = match &res {
+                    Ok(Ok(_)) => "200".to_owned(),
+                    Ok(Err(e)) => e.code_label(),
+                    Err(_) => "timeout".to_owned(),
+                };
+                m.request("watch", &code, started.elapsed());
+                if res.as_ref().is_ok_and(|r| r.is_ok()) && started_once {
+                    m.watch_restarted();
+                }
+            }
+            let stream = match res {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     failures += 1;
@@ -491,6 +564,7 @@ async fn watch_loop<S: LeaseStore>(
             if failures > 0 {
                 info!("watching the lease again");
             }
+            started_once = true;
             failures = 0;
             if tx.send(WatchMsg::Up).await.is_err() {
                 return;

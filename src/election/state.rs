@@ -97,8 +97,8 @@ pub enum LossReason {
     Conflict,
     /// The Lease was gone when we renewed.
     Deleted,
-    /// We released it (shutdown).
-    Released,
+    /// We stepped down because leaderd is shutting down (and released the lease if configured).
+    Shutdown,
 }
 
 impl LossReason {
@@ -109,9 +109,18 @@ impl LossReason {
             LossReason::Taken => "taken",
             LossReason::Conflict => "conflict",
             LossReason::Deleted => "deleted",
-            LossReason::Released => "released",
+            LossReason::Shutdown => "shutdown",
         }
     }
+
+    /// Every reason, for pre-creating metric series.
+    pub const ALL: [LossReason; 5] = [
+        LossReason::RenewDeadline,
+        LossReason::Taken,
+        LossReason::Conflict,
+        LossReason::Deleted,
+        LossReason::Shutdown,
+    ];
 }
 
 /// Everything the elector knows; changed only through the methods below.

@@ -67,6 +67,17 @@ impl StoreError {
         }
     }
 
+    /// The `code` label for metrics: the HTTP status, or "error" when no answer came.
+    pub fn code_label(&self) -> String {
+        match self {
+            StoreError::NotFound => "404".into(),
+            StoreError::Conflict | StoreError::AlreadyExists => "409".into(),
+            StoreError::Unavailable { code: Some(c), .. } => c.to_string(),
+            StoreError::Rejected { code, .. } if *code > 0 => code.to_string(),
+            _ => "error".into(),
+        }
+    }
+
     /// Shorthand for an [`StoreError::Unavailable`] without status or Retry-After.
     pub fn unavailable(message: impl Into<String>) -> Self {
         StoreError::Unavailable {

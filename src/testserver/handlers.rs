@@ -31,6 +31,11 @@ pub(super) enum Route {
         ns: String,
         name: String,
     },
+    /// `/apis/events.k8s.io/v1/namespaces/{ns}/events[/{name}]`: stored for tests, not validated.
+    Events {
+        ns: String,
+        name: Option<String>,
+    },
     /// `/version`.
     Version,
     Unknown,
@@ -67,6 +72,20 @@ impl Route {
         match segs.as_slice() {
             ["version"] | ["version", ""] => Route::Version,
             ["apis", "coordination.k8s.io", "v1", "leases"] => Route::Collection { ns: None },
+            ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"] if !ns.is_empty() => {
+                Route::Events {
+                    ns: ns.to_string(),
+                    name: None,
+                }
+            }
+            ["apis", "events.k8s.io", "v1", "namespaces", ns, "events", name]
+                if !ns.is_empty() && !name.is_empty() =>
+            {
+                Route::Events {
+                    ns: ns.to_string(),
+                    name: Some(name.to_string()),
+                }
+            }
             ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases"] if !ns.is_empty() => {
                 Route::Collection {
                     ns: Some(ns.to_string()),
@@ -100,6 +119,8 @@ impl Route {
             (Route::Object { .. }, "PUT") => "update",
             (Route::Object { .. }, "PATCH") => "patch",
             (Route::Object { .. }, "DELETE") => "delete",
+            (Route::Events { name: None, .. }, "POST") => "create",
+            (Route::Events { name: Some(_), .. }, "PATCH") => "patch",
             (_, m) => return m.to_ascii_lowercase(),
         };
         verb.to_string()
@@ -225,6 +246,7 @@ pub(super) async fn handle(
             Method::POST if ns.is_some() => create(&shared, ns.as_deref().unwrap_or(""), req).await,
             _ => Err(status::method_not_allowed(req.method().as_str())),
         },
+        Route::Events { ns, name } => events(&shared, ns, name.as_deref(), req).await,
         Route::Object { ns, name } => match *req.method() {
             Method::GET => get(&shared, ns, name),
             Method::PUT => update(&shared, ns, name, req).await,
@@ -234,6 +256,59 @@ pub(super) async fn handle(
         },
     };
     result.unwrap_or_else(error_response)
+}
+
+/// Events: POST stores (201, 409 on a taken name), PATCH merges (200, 404), GET lists.
+async fn events(
+    shared: &Shared,
+    ns: &str,
+    name: Option<&str>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let method = req.method().clone();
+    let body = |b: &[u8]| -> Result<Value, ApiError> {
+        serde_json::from_slice::<Value>(b)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| status::bad_request("the event is not a JSON object".to_owned()))
+    };
+    match (method, name) {
+        (Method::GET, None) => {
+            let items: Vec<Value> = lock(&shared.events)
+                .iter()
+                .filter(|e| meta_str(e, "namespace") == ns)
+                .cloned()
+                .collect();
+            Ok(json_response(
+                200,
+                &json!({"kind": "EventList", "apiVersion": "events.k8s.io/v1", "metadata": {}, "items": items}),
+            ))
+        }
+        (Method::POST, None) => {
+            let mut ev = body(&body_bytes(req).await?)?;
+            let evname = meta_str(&ev, "name").to_owned();
+            let mut all = lock(&shared.events);
+            if all.iter().any(|e| meta_str(e, "name") == evname.as_str()) {
+                return Err(status::already_exists(&evname));
+            }
+            ev["metadata"]["namespace"] = json!(ns);
+            ev["metadata"]["uid"] = json!(new_uid());
+            ev["metadata"]["resourceVersion"] = json!("1");
+            all.push(ev.clone());
+            Ok(json_response(201, &ev))
+        }
+        (Method::PATCH, Some(n)) => {
+            let patch = body(&body_bytes(req).await?)?;
+            let mut all = lock(&shared.events);
+            let ev = all
+                .iter_mut()
+                .find(|e| meta_str(e, "name") == n)
+                .ok_or_else(|| status::not_found(n))?;
+            merge_patch(ev, &patch);
+            Ok(json_response(200, ev))
+        }
+        (m, _) => Err(status::method_not_allowed(m.as_str())),
+    }
 }
 
 fn get(shared: &Shared, ns: &str, name: &str) -> Result<Response, ApiError> {

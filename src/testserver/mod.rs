@@ -59,6 +59,8 @@ struct Shared {
     /// Bumped on every fault change, so held requests and watch streams re-check.
     fault_gen: tokio::sync::watch::Sender<u64>,
     requests: Mutex<Vec<RequestRecord>>,
+    /// `events.k8s.io/v1` Events posted (kept only so tests can read them).
+    events: Mutex<Vec<Value>>,
     shutdown: CancellationToken,
 }
 
@@ -140,6 +142,7 @@ impl TestServer {
             faults: Mutex::new(Faults::default()),
             fault_gen,
             requests: Mutex::new(Vec::new()),
+            events: Mutex::new(Vec::new()),
             shutdown: CancellationToken::new(),
         });
         let app = Router::new()
@@ -307,6 +310,11 @@ impl TestServer {
     /// Forget all watch history: watches from any older resourceVersion get 410.
     pub fn compact(&self) {
         lock(&self.shared.store).compact();
+    }
+
+    /// Every `events.k8s.io/v1` Event posted so far (patched ones in their latest state).
+    pub fn events(&self) -> Vec<Value> {
+        lock(&self.shared.events).clone()
     }
 
     /// Every request seen so far, in order of arrival.

@@ -1,0 +1,74 @@
+//! Kubernetes Events on leadership transitions (`BecameLeader`, `StoppedLeading`), posted on
+//! the Lease through kube-rs's event recorder, from a task of their own: a failure to post is
+//! logged and never touches the election.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::election::{LossReason, Transition};
+
+/// Post an Event for each transition received on `rx`, until the channel closes.
+pub async fn publish(
+    client: kube::Client,
+    namespace: String,
+    lease: String,
+    identity: String,
+    mut rx: mpsc::UnboundedReceiver<Transition>,
+) {
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "leaderd".into(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("coordination.k8s.io/v1".into()),
+        kind: Some("Lease".into()),
+        name: Some(lease),
+        namespace: Some(namespace),
+        ..Default::default()
+    };
+    let mut failures = 0u64;
+    while let Some(t) = rx.recv().await {
+        let event = event_for(&identity, &t);
+        match recorder.publish(&event, &reference).await {
+            Ok(()) => debug!(reason = %event.reason, "posted event"),
+            Err(e) => {
+                failures += 1;
+                // Once loudly, then quietly: a missing RBAC rule would otherwise flood the log.
+                if failures == 1 {
+                    warn!(error = %e, "could not post a Kubernetes Event (the election is unaffected); grant create and patch on events.k8s.io events, or pass --emit-events false");
+                } else {
+                    debug!(error = %e, "could not post a Kubernetes Event");
+                }
+            }
+        }
+    }
+}
+
+/// The Event describing a transition.
+pub fn event_for(identity: &str, t: &Transition) -> Event {
+    match t {
+        Transition::Acquired { epoch } => Event {
+            type_: EventType::Normal,
+            reason: "BecameLeader".into(),
+            note: Some(format!("{identity} became leader with epoch {epoch}")),
+            action: "Acquire".into(),
+            secondary: None,
+        },
+        Transition::Lost { reason } => Event {
+            type_: if *reason == LossReason::Shutdown {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: "StoppedLeading".into(),
+            note: Some(format!("{identity} stopped leading: {}", reason.as_str())),
+            action: "StepDown".into(),
+            secondary: None,
+        },
+    }
+}
