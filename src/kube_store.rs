@@ -49,18 +49,25 @@ impl KubeLeaseStore {
         self
     }
 
+    /// Send one request; the answer's head, and its body still to be read.
+    async fn send_raw(
+        &self,
+        verb: &'static str,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<kube::client::Body>, StoreError> {
+        self.client
+            .send(req.map(kube::client::Body::from))
+            .await
+            .map_err(|e| StoreError::unavailable(format!("{verb} lease: {e}")))
+    }
+
     /// Send one request and read the whole answer; non-2xx answers become [`StoreError`]s.
     async fn send(
         &self,
         verb: &'static str,
         req: http::Request<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), StoreError> {
-        let res = self
-            .client
-            .send(req.map(kube::client::Body::from))
-            .await
-            .map_err(|e| StoreError::unavailable(format!("{verb} lease: {e}")))?;
-        let (parts, body) = res.into_parts();
+        let (parts, body) = self.send_raw(verb, req).await?.into_parts();
         let body = body
             .collect()
             .await
@@ -268,12 +275,7 @@ impl LeaseStore for KubeLeaseStore {
             .timeout(self.watch_timeout_secs);
         let rv = resource_version.unwrap_or_else(|| "0".to_owned());
         let req = build(self.request.watch(&params, &rv))?;
-        let res = self
-            .client
-            .send(req.map(kube::client::Body::from))
-            .await
-            .map_err(|e| StoreError::unavailable(format!("watch lease: {e}")))?;
-        let (parts, body) = res.into_parts();
+        let (parts, body) = self.send_raw("watch", req).await?.into_parts();
         if !parts.status.is_success() {
             let bytes = body
                 .collect()

@@ -76,6 +76,13 @@ async fn until(
     }
 }
 
+/// The next transitions reported, in order.
+async fn expect_transitions(c: &mut Candidate, expected: &[Transition]) {
+    for want in expected {
+        assert_eq!(c.transitions.recv().await.as_ref(), Some(want));
+    }
+}
+
 fn held_by(holder: &str, transitions: i64) -> serde_json::Value {
     json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -178,16 +185,16 @@ async fn partitioned_leader_steps_down_at_the_renew_deadline_before_anyone_takes
     );
     assert_eq!(v.epoch, Some(2));
     assert!(!a.status.view().is_leader);
-    assert_eq!(
-        a.transitions.recv().await,
-        Some(Transition::Acquired { epoch: 1 })
-    );
-    assert_eq!(
-        a.transitions.recv().await,
-        Some(Transition::Lost {
-            reason: LossReason::RenewDeadline
-        })
-    );
+    expect_transitions(
+        &mut a,
+        &[
+            Transition::Acquired { epoch: 1 },
+            Transition::Lost {
+                reason: LossReason::RenewDeadline,
+            },
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -231,16 +238,16 @@ async fn foreign_takeover_ends_the_tenure_without_waiting_for_the_deadline() {
     let v = until(&mut a, P * 2, |v| !v.is_leader).await;
     assert!(taken.elapsed() < P * 2);
     assert_eq!(v.leader.as_deref(), Some("intruder"));
-    assert_eq!(
-        a.transitions.recv().await,
-        Some(Transition::Acquired { epoch: 1 })
-    );
-    assert_eq!(
-        a.transitions.recv().await,
-        Some(Transition::Lost {
-            reason: LossReason::Taken
-        })
-    );
+    expect_transitions(
+        &mut a,
+        &[
+            Transition::Acquired { epoch: 1 },
+            Transition::Lost {
+                reason: LossReason::Taken,
+            },
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
