@@ -4,8 +4,8 @@
 //! | endpoint        | answer                                                          |
 //! |-----------------|-----------------------------------------------------------------|
 //! | `GET /leader`   | 200, the [`LeaderView`](crate::status::LeaderView) JSON          |
-//! | `GET /healthz`  | 200 while the process works                                      |
-//! | `GET /readyz`   | 200 once the Lease was observed (led or not), 503 before         |
+//! | `GET /healthz`  | 200 while the process works (also on the metrics listener)       |
+//! | `GET /readyz`   | 200 once the Lease was observed (led or not), 503 before (also on the metrics listener) |
 //! | anything else   | 404 (unknown path) or 405 (wrong method), with a JSON error body  |
 
 use std::net::SocketAddr;
@@ -26,10 +26,18 @@ use crate::status::StatusRx;
 pub fn router(status: StatusRx) -> Router {
     Router::new()
         .route("/leader", get(leader))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .with_state(status.clone())
+        .merge(probes(status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// `/healthz` and `/readyz`, also served on the metrics listener so that kubelet probes (sent to
+/// the pod IP) work while the app API stays on 127.0.0.1.
+pub fn probes(status: StatusRx) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(status)
 }
 

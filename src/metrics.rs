@@ -1,4 +1,5 @@
-//! The Prometheus `/metrics` endpoint on `--metrics-addr`, and the collectors the elector
+//! The Prometheus `/metrics` endpoint on `--metrics-addr` (which also answers the kubelet
+//! probes `/healthz` and `/readyz`), and the collectors the elector
 //! feeds. Leadership gauges are computed from the published leader state at scrape time, so
 //! they can never claim a lapsed leadership.
 
@@ -189,14 +190,19 @@ impl Metrics {
     }
 }
 
-/// The router serving `GET /metrics`.
+/// The router of the metrics listener: `GET /metrics`, and the probes `/healthz`, `/readyz`.
 pub fn router(metrics: Arc<Metrics>) -> Router {
+    let status = metrics.status.clone();
     Router::new()
         .route("/metrics", get(scrape))
-        .fallback(|| async {
-            crate::http::error(StatusCode::NOT_FOUND, "no such endpoint: try GET /metrics")
-        })
         .with_state(metrics)
+        .merge(crate::http::probes(status))
+        .fallback(|| async {
+            crate::http::error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: try GET /metrics, /healthz or /readyz",
+            )
+        })
 }
 
 async fn scrape(State(m): State<Arc<Metrics>>) -> Response {

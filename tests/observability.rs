@@ -120,6 +120,13 @@ async fn metrics_follow_a_failover_and_events_are_posted() {
             ) == Some(1.0)
         );
         assert!(value(&m, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+        // Kubelet probes reach the metrics listener (the app API stays on 127.0.0.1).
+        for path in ["/healthz", "/readyz"] {
+            assert!(
+                get(&http_client(), cand.metrics_addr, path).await.is_ok(),
+                "{path} on the metrics port"
+            );
+        }
     }
     let follower = c
         .cands

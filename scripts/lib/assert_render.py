@@ -1,0 +1,183 @@
+"""Assertions on one `helm template` output of charts/leaderd, for scripts/check-chart.sh.
+
+    python3 assert_render.py RENDER.yaml HELP.txt 'SPEC-JSON'
+
+Prints one line per assertion, "PASS <what>" or "FAIL <what>: <why>"; check-chart.sh counts
+them. SPEC keys (all optional but `kinds`):
+  kinds         sorted list of the kinds the render must hold, exactly (duplicates included)
+  lease         the Lease name the Role's resourceNames and --lease-name must carry
+  events        true/false: the events.k8s.io rule and --emit-events=true/false
+  pods          true/false: the pods get/patch rule (podLabel.enabled)
+  sa            the ServiceAccount the RoleBinding binds and the pods run as
+  sa_created    whether a ServiceAccount object must be rendered
+  sidecar       "containers" or "initContainers": where the leaderd container must be
+  probes        true/false: whether the leaderd container must carry kubelet probes
+  alerts        path of the alert rule file the PrometheusRule must embed
+  dashboard     path of the dashboard JSON the ConfigMap must carry
+"""
+
+import json
+import re
+import sys
+
+import yaml
+
+render_path, help_path, spec_json = sys.argv[1:4]
+spec = json.loads(spec_json)
+docs = [d for d in yaml.safe_load_all(open(render_path)) if d]
+help_text = open(help_path).read()
+HELP_FLAGS = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", help_text))
+
+
+def report(ok, what, why=""):
+    print(("PASS " if ok else "FAIL ") + what + ("" if ok else ": " + why))
+
+
+def of_kind(kind):
+    return [d for d in docs if d.get("kind") == kind]
+
+
+# --- objects -------------------------------------------------------------------------------
+kinds = sorted(d.get("kind", "?") for d in docs)
+report(kinds == sorted(spec["kinds"]), "rendered kinds are " + ",".join(sorted(spec["kinds"])),
+       "got " + ",".join(kinds))
+
+# --- RBAC ----------------------------------------------------------------------------------
+roles = of_kind("Role")
+if roles:
+    lease = spec["lease"]
+    expected = [
+        (("coordination.k8s.io",), ("leases",), (lease,), ("get", "update", "watch")),
+        (("coordination.k8s.io",), ("leases",), None, ("create",)),
+    ]
+    if spec.get("events", True):
+        expected.append((("events.k8s.io",), ("events",), None, ("create", "patch")))
+    if spec.get("pods", False):
+        expected.append((("",), ("pods",), None, ("get", "patch")))
+    got = []
+    for r in roles[0].get("rules", []):
+        names = r.get("resourceNames")
+        got.append((tuple(r.get("apiGroups", [])), tuple(r.get("resources", [])),
+                    tuple(names) if names is not None else None, tuple(r.get("verbs", []))))
+    report(sorted(got, key=repr) == sorted(expected, key=repr),
+           "Role rules are exactly: " + "; ".join(
+               f"{g[0] or 'core'}/{res[0]}{'[' + n[0] + ']' if n else ''}: {','.join(v)}"
+               for g, res, n, v in expected),
+           f"got {got}")
+    verbs = [v for role in of_kind("Role") + of_kind("ClusterRole")
+             for r in role.get("rules", []) for v in r.get("verbs", [])]
+    report("delete" not in verbs and "deletecollection" not in verbs and "*" not in verbs
+           and not of_kind("ClusterRole") and not of_kind("ClusterRoleBinding"),
+           "no delete (or *) verb and no cluster-wide RBAC", f"verbs {verbs}")
+    lease_rules = [r for r in roles[0]["rules"] if "leases" in r.get("resources", [])
+                   and any(v in r.get("verbs", []) for v in ("get", "update", "watch"))]
+    report(bool(lease_rules) and all(r.get("resourceNames") == [lease] for r in lease_rules),
+           f"lease get/update/watch rule carries resourceNames [{lease}]", f"got {lease_rules}")
+    rb = of_kind("RoleBinding")
+    subj = rb[0]["subjects"] if rb else []
+    report(len(rb) == 1 and rb[0]["roleRef"]["name"] == roles[0]["metadata"]["name"]
+           and subj == [{"kind": "ServiceAccount", "name": spec["sa"],
+                         "namespace": subj[0].get("namespace") if subj else None}],
+           f"RoleBinding binds the Role to ServiceAccount {spec['sa']}", f"got {subj}")
+if "sa_created" in spec:
+    sas = [d["metadata"]["name"] for d in of_kind("ServiceAccount")]
+    want = [spec["sa"]] if spec["sa_created"] else []
+    report(sas == want, f"ServiceAccount objects are {want}", f"got {sas}")
+
+# --- the sidecar -----------------------------------------------------------------------------
+if spec.get("sidecar"):
+    pods = [d["spec"]["template"]["spec"] for d in docs
+            if d.get("kind") in ("Deployment", "StatefulSet", "DaemonSet")]
+    where = spec["sidecar"]
+    other = "containers" if where == "initContainers" else "initContainers"
+    found = [c for p in pods for c in p.get(where, []) if c["name"] == "leaderd"]
+    stray = [c for p in pods for c in p.get(other, []) if c["name"] == "leaderd"]
+    ok = len(found) == 1 and not stray
+    if where == "initContainers":
+        ok = ok and found[0].get("restartPolicy") == "Always"
+    else:
+        ok = ok and "restartPolicy" not in found[0]
+    report(ok, f"leaderd is in {where}" + (" with restartPolicy Always" if where == "initContainers" else ""),
+           f"found {len(found)} there, {len(stray)} in {other}")
+    c = found[0] if found else {}
+    report(all(p.get("serviceAccountName") == spec["sa"] for p in pods),
+           f"pods run as ServiceAccount {spec['sa']}",
+           str([p.get("serviceAccountName") for p in pods]))
+    sc = c.get("securityContext", {})
+    want_sc = {"runAsNonRoot": True, "runAsUser": 65532, "readOnlyRootFilesystem": True,
+               "allowPrivilegeEscalation": False}
+    ok = all(sc.get(k) == v for k, v in want_sc.items()) \
+        and sc.get("capabilities", {}).get("drop") == ["ALL"] \
+        and not sc.get("capabilities", {}).get("add") \
+        and sc.get("seccompProfile", {}).get("type") == "RuntimeDefault" \
+        and sc.get("privileged") in (None, False)
+    report(ok, "securityContext: runAsNonRoot, runAsUser 65532, readOnlyRootFilesystem, "
+           "no privilege escalation, drop ALL, seccomp RuntimeDefault", f"got {sc}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    report(env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
+           and env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace",
+           "POD_NAME and POD_NAMESPACE come from the downward API", f"got {list(env.values())}")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    report(ports == {"http": 4040, "metrics": 9464}, "ports http 4040 and metrics 9464", f"got {ports}")
+    args = [str(a) for a in c.get("args", [])]
+    flags = [a.split("=", 1)[0] for a in args if a.startswith("--")]
+    unknown = [f for f in flags if f not in HELP_FLAGS]
+    report(bool(flags) and not unknown and len(flags) == len(args),
+           f"every flag in args exists in leaderd --help ({len(flags)} flags)",
+           f"unknown {unknown}; help has {sorted(HELP_FLAGS)}; args {args}")
+    av = {a.split("=", 1)[0]: a.split("=", 1)[1] if "=" in a else "" for a in args}
+
+    def secs(d):
+        units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+        return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ns|us|ms|s|m|h)", d))
+
+    timings = [secs(av.get(f, "")) for f in ("--lease-duration", "--renew-deadline", "--retry-period")]
+    report(av.get("--lease-name") == spec["lease"]
+           and av.get("--emit-events") == ("true" if spec.get("events", True) else "false")
+           and timings[0] > timings[1] > timings[2] > 0
+           and "--label-pod" not in av,
+           f"args: --lease-name={spec['lease']}, --emit-events={str(spec.get('events', True)).lower()}, "
+           "lease-duration > renew-deadline > retry-period > 0, no --label-pod", f"got {args}")
+    probes = {k: c.get(k) for k in ("livenessProbe", "readinessProbe", "startupProbe") if k in c}
+    if spec.get("probes", True):
+        live = probes.get("livenessProbe", {}).get("httpGet", {})
+        ready = probes.get("readinessProbe", {}).get("httpGet", {})
+        metrics_bind = av.get("--metrics-addr", "")
+        report(live.get("path") == "/healthz" and ready.get("path") == "/readyz"
+               and live.get("port") == "metrics" and ready.get("port") == "metrics"
+               and "host" not in live and "host" not in ready
+               and not metrics_bind.startswith("127.") and not metrics_bind.startswith("[::1]"),
+               "liveness GET /healthz and readiness GET /readyz on port metrics, and --metrics-addr "
+               "is not loopback (kubelet probes the pod IP)", f"got {probes}, --metrics-addr {metrics_bind}")
+    else:
+        report(not probes, "no kubelet probes (the metrics listener is bound to loopback)", f"got {probes}")
+    http_bind = av.get("--http-addr", "")
+    if spec.get("api_loopback", True):
+        report(http_bind.startswith("127.0.0.1:"), "--http-addr on 127.0.0.1 (the app API stays pod-local)",
+               f"got --http-addr {http_bind}")
+
+# --- monitoring ----------------------------------------------------------------------------
+if spec.get("alerts"):
+    rules = of_kind("PrometheusRule")
+    try:
+        src = yaml.safe_load(open(spec["alerts"]))
+    except OSError as e:
+        src = f"missing: {e}"
+    report(len(rules) == 1 and rules[0]["spec"] == src,
+           f"PrometheusRule spec equals {spec['alerts']}", "differs or missing")
+if "podmonitor" in spec:
+    pms = of_kind("PodMonitor")
+    eps = pms[0]["spec"]["podMetricsEndpoints"] if pms else []
+    report(len(pms) == 1 and [e["port"] for e in eps] == ["metrics"]
+           and all(e.get("path") == "/metrics" for e in eps),
+           "PodMonitor scrapes port metrics, /metrics", f"got {eps}")
+if spec.get("dashboard"):
+    cms = [d for d in of_kind("ConfigMap")
+           if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    try:
+        want = json.load(open(spec["dashboard"]))
+    except OSError as e:
+        want = f"missing: {e}"
+    ok = len(cms) == 1 and json.loads(cms[0]["data"]["leaderd.json"]) == want
+    report(ok, f"dashboard ConfigMap (grafana_dashboard: \"1\") carries {spec['dashboard']}",
+           "differs or missing")
