@@ -138,6 +138,7 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
     let mut elector = Elector::new(store, elector_cfg, status_tx).with_metrics(metrics);
     let span =
         info_span!("election", lease = %s.lease_name, %namespace, identity = %s.params.identity);
+    let mut publisher_task = None;
     if s.emit_events {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         elector = elector.with_transitions(tx);
@@ -148,9 +149,19 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
             s.params.identity.clone(),
             rx,
         );
-        tokio::spawn(publisher.instrument(span.clone()));
+        publisher_task = Some(tokio::spawn(publisher.instrument(span.clone())));
     }
     elector.run(token).instrument(span).await;
+    // The elector is gone, so the event channel is closed: let the last Events (the
+    // StoppedLeading of this shutdown) be posted, within a bound.
+    if let Some(task) = publisher_task {
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            info!("posting the last Kubernetes Events timed out");
+        }
+    }
 
     // Bounded drain: the API keeps answering (not leader) while in-flight requests finish.
     servers.cancel();
