@@ -4,14 +4,20 @@
 //! | endpoint        | answer                                                          |
 //! |-----------------|-----------------------------------------------------------------|
 //! | `GET /leader`   | 200, the [`LeaderView`](crate::status::LeaderView) JSON          |
+//! | `GET /leader?wait=30s[&epoch=N]` | long poll: answers once the state differs from when it was asked (or from epoch N), or after the wait |
+//! | `GET /leader/ready` | 200 if this candidate leads, 503 otherwise; body: the `/leader` JSON |
+//! | `GET /leader/stream` | Server-Sent Events: a `leader` event now and on every change, keep-alive comments every 15 s |
 //! | `GET /healthz`  | 200 while the process works (also on the metrics listener)       |
 //! | `GET /readyz`   | 200 once the Lease was observed (led or not), 503 before (also on the metrics listener) |
 //! | anything else   | 404 (unknown path) or 405 (wrong method), with a JSON error body  |
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,12 +26,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::status::StatusRx;
+use crate::status::{LeaderView, StatusRx};
+
+/// The longest long-poll wait accepted.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// The router of the app-facing API.
 pub fn router(status: StatusRx) -> Router {
     Router::new()
         .route("/leader", get(leader))
+        .route("/leader/ready", get(leader_ready))
+        .route("/leader/stream", get(leader_stream))
         .with_state(status.clone())
         .merge(probes(status))
         .fallback(not_found)
@@ -41,8 +52,101 @@ pub fn probes(status: StatusRx) -> Router {
         .with_state(status)
 }
 
-async fn leader(State(status): State<StatusRx>) -> Response {
-    Json(status.view()).into_response()
+/// Query of `GET /leader`: a long poll when `wait` is given.
+#[derive(Debug, serde::Deserialize)]
+struct LeaderQuery {
+    /// How long to wait for a change (humantime, e.g. `30s`), at most [`MAX_WAIT`].
+    wait: Option<String>,
+    /// The epoch the caller last saw: answer at once if the current one differs.
+    epoch: Option<i64>,
+}
+
+/// What a change is, for long polls and the stream: holder, leadership, epoch.
+fn key(v: &LeaderView) -> (Option<String>, bool, Option<i64>) {
+    (v.leader.clone(), v.is_leader, v.epoch)
+}
+
+async fn leader(
+    State(mut status): State<StatusRx>,
+    query: Result<Query<LeaderQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad query: use ?wait=30s and optionally &epoch=N",
+        );
+    };
+    let now = status.view();
+    let Some(wait) = q.wait else {
+        return Json(now).into_response();
+    };
+    let wait = match humantime::parse_duration(&wait) {
+        Ok(d) if d <= MAX_WAIT => d,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad wait: use a duration up to 5m, e.g. ?wait=30s",
+            )
+        }
+    };
+    if q.epoch.is_some_and(|e| now.epoch != Some(e)) {
+        return Json(now).into_response();
+    }
+    let seen = key(&now);
+    let deadline = tokio::time::Instant::now() + wait;
+    // A leader's claim ends by the clock, without a publication: wake at its end too.
+    let lead_end = |s: &StatusRx| s.state().lead.map(|l| l.valid_until);
+    loop {
+        let until = lead_end(&status).map_or(deadline, |t| t.min(deadline));
+        let changed = tokio::time::timeout_at(until, status.changed()).await;
+        let v = status.view();
+        if key(&v) != seen
+            || tokio::time::Instant::now() >= deadline
+            || matches!(changed, Ok(Err(_)))
+        {
+            return Json(v).into_response();
+        }
+    }
+}
+
+async fn leader_ready(State(status): State<StatusRx>) -> Response {
+    let v = status.view();
+    let code = if v.is_leader {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(v)).into_response()
+}
+
+async fn leader_stream(
+    State(status): State<StatusRx>,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let events = futures::stream::unfold((status, None), |(mut status, last)| async move {
+        loop {
+            let v = status.view();
+            if last.as_ref() != Some(&key(&v)) {
+                let ev = Event::default()
+                    .event("leader")
+                    .json_data(&v)
+                    .unwrap_or_default();
+                return Some((Ok(ev), (status, Some(key(&v)))));
+            }
+            let until = status.state().lead.map(|l| l.valid_until);
+            let wait = async {
+                match until {
+                    Some(t) => tokio::time::timeout_at(t, status.changed())
+                        .await
+                        .unwrap_or(Ok(())),
+                    None => status.changed().await,
+                }
+            };
+            if wait.await.is_err() {
+                return None; // the elector is gone
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 async fn healthz() -> Response {
@@ -187,5 +291,123 @@ mod tests {
         let (code, v) = call(router(rx), "POST", "/leader").await;
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(v["status"], 405);
+    }
+
+    fn leading(epoch: i64, for_secs: u64) -> LeaderState {
+        LeaderState {
+            ready: true,
+            leader: Some("me".into()),
+            epoch: Some(epoch),
+            lead: Some(Lead {
+                epoch,
+                valid_until: tokio::time::Instant::now() + std::time::Duration::from_secs(for_secs),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn following(holder: &str, epoch: i64) -> LeaderState {
+        LeaderState {
+            ready: true,
+            leader: Some(holder.into()),
+            epoch: Some(epoch),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leader_ready_is_200_only_while_leading() {
+        let (tx, rx) = channel(id());
+        tx.publish(following("other", 3));
+        let (code, v) = call(router(rx.clone()), "GET", "/leader/ready").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["leader"], "other");
+        tx.publish(leading(4, 2));
+        assert_eq!(
+            call(router(rx.clone()), "GET", "/leader/ready").await.0,
+            StatusCode::OK
+        );
+        tokio::time::advance(std::time::Duration::from_secs(2)).await;
+        assert_eq!(
+            call(router(rx), "GET", "/leader/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_poll_answers_on_change_on_stale_epoch_and_on_timeout() {
+        let (tx, rx) = channel(id());
+        tx.publish(following("a", 1));
+        let start = tokio::time::Instant::now();
+        let publisher = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tx.publish(following("b", 2));
+            tx
+        });
+        let (code, v) = call(router(rx.clone()), "GET", "/leader?wait=30s").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(v["leader"], "b");
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(1));
+        let _tx = publisher.await.unwrap();
+        // The caller saw epoch 1; it is 2 now: at once.
+        let t = tokio::time::Instant::now();
+        let (_, v) = call(router(rx.clone()), "GET", "/leader?wait=30s&epoch=1").await;
+        assert_eq!(v["epoch"], 2);
+        assert_eq!(t.elapsed(), std::time::Duration::ZERO);
+        // Nothing changes: after the wait, the same state.
+        let (_, v) = call(router(rx.clone()), "GET", "/leader?wait=30s&epoch=2").await;
+        assert_eq!(v["epoch"], 2);
+        assert_eq!(t.elapsed(), std::time::Duration::from_secs(30));
+        let (code, _) = call(router(rx.clone()), "GET", "/leader?wait=forever").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        let (code, _) = call(router(rx), "GET", "/leader?wait=1h").await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_poll_wakes_when_the_claim_runs_out() {
+        let (tx, rx) = channel(id());
+        tx.publish(leading(7, 3));
+        let t = tokio::time::Instant::now();
+        let (_, v) = call(router(rx), "GET", "/leader?wait=60s").await;
+        assert_eq!(v["is_leader"], false);
+        assert!(
+            t.elapsed() >= std::time::Duration::from_secs(3)
+                && t.elapsed() < std::time::Duration::from_secs(4)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stream_sends_the_state_now_and_each_change_in_order() {
+        let (tx, rx) = channel(id());
+        tx.publish(following("a", 1));
+        let req = axum::http::Request::builder()
+            .uri("/leader/stream")
+            .body(Body::empty())
+            .unwrap();
+        let res = router(rx).oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        let mut body = res.into_body();
+        let mut next_event = async || -> serde_json::Value {
+            loop {
+                let frame = body.frame().await.expect("stream open").unwrap();
+                let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+                if let Some(data) = text.strip_prefix("event: leader\ndata: ") {
+                    return serde_json::from_str(data.trim_end()).unwrap();
+                }
+            }
+        };
+        assert_eq!(next_event().await["leader"], "a");
+        tx.publish(following("b", 2));
+        tx.publish(leading(3, 5));
+        let v = next_event().await;
+        // Changes that land together may coalesce, but never go backwards.
+        assert!(v["leader"] == "b" || v["is_leader"] == true, "{v}");
+        if v["leader"] == "b" {
+            assert_eq!(next_event().await["epoch"], 3);
+        }
+        // The claim runs out by the clock: a not-leader event follows without a publication.
+        let v = next_event().await;
+        assert_eq!(v["is_leader"], false);
     }
 }
