@@ -109,7 +109,7 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
     tl.say(format!(
         "kill -9 {first} (it cannot release the lease; followers must wait until it expires)"
     ));
-    let Some((second, epoch2)) = sampler.wait_for_leader(d + p * 3, &[]).await else {
+    let Some((second, epoch2)) = sampler.wait_for_leader(d + p * 3, &[first.as_str()]).await else {
         tl.say("no new leader after the crash");
         return Ok(false);
     };

@@ -275,8 +275,13 @@ impl Sampler {
                 let results = futures::future::join_all(polls).await;
                 let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
                 for (who, sent, recv, r) in results {
+                    // A target removed while this round was in flight keeps its samples (they
+                    // are history) but must not reappear among the latest answers.
+                    let current = g.targets.iter().any(|(n, _)| *n == who);
                     if let Ok(Ok(view)) = r {
-                        g.latest.insert(who.clone(), view.clone());
+                        if current {
+                            g.latest.insert(who.clone(), view.clone());
+                        }
                         g.samples.push(Sample {
                             who,
                             sent,

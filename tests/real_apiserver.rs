@@ -72,7 +72,7 @@ async fn elect_crash_and_handover_against_a_real_apiserver() {
     sampler.remove(&first);
     let killed = Instant::now();
     dead.kill9();
-    let Some((second, e2)) = sampler.wait_for_leader(D + P * 4, &[]).await else {
+    let Some((second, e2)) = sampler.wait_for_leader(D + P * 4, &[&first]).await else {
         dump(&cands);
         panic!("no leader after kill -9");
     };
