@@ -43,12 +43,6 @@ impl KubeLeaseStore {
         }
     }
 
-    /// How long the server should keep one watch open (seconds).
-    pub fn with_watch_timeout(mut self, secs: u32) -> Self {
-        self.watch_timeout_secs = secs.max(1);
-        self
-    }
-
     /// Send one request; the answer's head, and its body still to be read.
     async fn send_raw(
         &self,

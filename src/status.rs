@@ -50,9 +50,9 @@ pub struct LeaderState {
 }
 
 impl LeaderState {
-    /// Whether this candidate may act as leader at `now`.
-    pub fn is_leader(&self, now: Instant) -> bool {
-        self.lead.is_some_and(|l| now < l.valid_until)
+    /// This candidate's tenure if its claim has not run out at `now`.
+    pub fn active_lead(&self, now: Instant) -> Option<Lead> {
+        self.lead.filter(|l| now < l.valid_until)
     }
 }
 
@@ -82,7 +82,7 @@ pub struct LeaderView {
 impl LeaderView {
     /// Render `state` as seen at `now`.
     pub fn new(id: &Identity, state: &LeaderState, now: Instant) -> Self {
-        let lead = state.lead.filter(|l| now < l.valid_until);
+        let lead = state.active_lead(now);
         LeaderView {
             lease: id.lease.clone(),
             namespace: id.namespace.clone(),
@@ -136,14 +136,6 @@ impl StatusTx {
                 true
             }
         });
-    }
-
-    /// A reader (for tests and for wiring).
-    pub fn subscribe(&self, id: Arc<Identity>) -> StatusRx {
-        StatusRx {
-            id,
-            rx: self.tx.subscribe(),
-        }
     }
 }
 

@@ -206,11 +206,6 @@ impl ElectionState {
         }
     }
 
-    /// Whether we hold a tenure whose claim has not run out at `now`.
-    pub fn is_leading(&self, now: Instant) -> bool {
-        self.tenure.as_ref().is_some_and(|t| now < t.valid_until)
-    }
-
     /// The current object, if known to exist.
     pub fn lease(&self) -> Option<&StoredLease> {
         match &self.known {
