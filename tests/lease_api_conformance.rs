@@ -1,17 +1,23 @@
 //! The Lease API answers that leaderd depends on, asked of a server through kube-rs over HTTP:
 //! always of the project's test server, and also of a real kube-apiserver when
 //! `LEADERD_REAL_KUBECONFIG` names a kubeconfig for one (see `scripts/kube-apiserver.sh`).
-//! The same expectations for both are what keeps the test server honest.
+//! The same expectations for both are what keeps the test server honest. Pods too: GET, merge /
+//! strategic / JSON patches of labels and the 422 for a bad label (the pod itself is made with
+//! `put_pod` on the test server, which creates no pods, and with a POST on a real one).
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use leaderd::testserver::TestServer;
 use serde_json::{json, Value};
 
 const BASE: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const MERGE: &str = "application/merge-patch+json";
 
 struct Api {
     client: kube::Client,
@@ -274,6 +280,233 @@ async fn conformance(api: &Api, prefix: &str) {
     }
 }
 
+/// Create pod NAME with label app=conf on a real apiserver. No controller-manager runs there, so
+/// no ServiceAccount "default" and no token secrets exist: the pod names a ServiceAccount of its
+/// own (created here) and does not mount a token, which the ServiceAccount admission accepts.
+async fn create_real_pod(api: &Api, name: &str, sa: &str) -> Value {
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/serviceaccounts",
+            "application/json",
+            Some(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}})),
+        )
+        .await;
+    assert!(a.code == 201 || a.code == 409, "{}", a.body);
+    let a = api
+        .call(
+            "POST",
+            PODS,
+            "application/json",
+            Some(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": "conf"}},
+                "spec": {"serviceAccountName": sa, "automountServiceAccountToken": false,
+                         "containers": [{"name": "app", "image": "leaderd-test/app:1"}]}
+            })),
+        )
+        .await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    a.body
+}
+
+/// The Pod answers a leaderd that labels its own pod depends on. `test_server`: make the pod with
+/// `put_pod` there; None: POST it (a real apiserver).
+async fn pod_conformance(api: &Api, prefix: &str, test_server: Option<&TestServer>) {
+    let name = format!("{prefix}-pod");
+    let path = format!("{PODS}/{name}");
+    let sa = format!("{prefix}-sa");
+
+    // GET and PATCH of a missing pod: 404 with the core group's Status body (no "group").
+    let missing = format!("{prefix}-nopod");
+    for (method, ct, body) in [
+        ("GET", "application/json", None),
+        (
+            "PATCH",
+            MERGE,
+            Some(json!({"metadata": {"labels": {"a": "b"}}})),
+        ),
+    ] {
+        let a = api
+            .call(method, &format!("{PODS}/{missing}"), ct, body)
+            .await;
+        status(&a, 404, "NotFound");
+        assert_eq!(a.body["message"], format!("pods \"{missing}\" not found"));
+        assert_eq!(a.body["details"], json!({"name": missing, "kind": "pods"}));
+    }
+
+    let created = match test_server {
+        Some(ts) => ts.put_pod("default", &name, &[("app", "conf")]),
+        None => create_real_pod(api, &name, &sa).await,
+    };
+    let v1 = rv(&Answer {
+        code: 200,
+        body: created.clone(),
+    });
+    let got = api.call("GET", &path, "application/json", None).await;
+    assert_eq!(got.code, 200, "{}", got.body);
+    assert_eq!(got.body["kind"], "Pod");
+    assert_eq!(got.body["apiVersion"], "v1");
+    assert_eq!(got.body["metadata"]["labels"], json!({"app": "conf"}));
+    assert_eq!(got.body["status"]["phase"], "Pending");
+    assert_eq!(rv(&got), v1);
+
+    // Merge patch: adds and removes labels, 200 with the whole pod and a new resourceVersion.
+    let a = api
+        .call(
+            "PATCH",
+            &path,
+            MERGE,
+            Some(json!({"metadata": {"labels": {"leaderd.io/leader": "true", "app": null}}})),
+        )
+        .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(a.body["kind"], "Pod");
+    assert_eq!(
+        a.body["metadata"]["labels"],
+        json!({"leaderd.io/leader": "true"})
+    );
+    assert_eq!(a.body["spec"], got.body["spec"]);
+    assert_eq!(a.body["metadata"]["uid"], got.body["metadata"]["uid"]);
+    let v2 = rv(&a);
+    assert_ne!(v2, v1);
+    // A patch that changes nothing writes nothing: same resourceVersion.
+    let a = api
+        .call(
+            "PATCH",
+            &path,
+            MERGE,
+            Some(json!({"metadata": {"labels": {"leaderd.io/leader": "true"}}})),
+        )
+        .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(rv(&a), v2);
+    // Strategic merge patch: null deletes a label too; JSON patch adds one.
+    let a = api
+        .call(
+            "PATCH",
+            &path,
+            "application/strategic-merge-patch+json",
+            Some(json!({"metadata": {"labels": {"leaderd.io/leader": null, "x": "1"}}})),
+        )
+        .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(a.body["metadata"]["labels"], json!({"x": "1"}));
+    let a = api
+        .call(
+            "PATCH",
+            &path,
+            "application/json-patch+json",
+            Some(json!([{"op": "add", "path": "/metadata/labels/leaderd.io~1leader", "value": "false"}])),
+        )
+        .await;
+    assert_eq!(a.code, 200, "{}", a.body);
+    assert_eq!(
+        a.body["metadata"]["labels"],
+        json!({"x": "1", "leaderd.io/leader": "false"})
+    );
+
+    // The exact call leaderd makes, through kube-rs's typed Api<Pod>.
+    let pods: kube::Api<Pod> = kube::Api::namespaced(api.client.clone(), "default");
+    let patched = pods
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"leaderd.io/leader": "true"}}})),
+        )
+        .await
+        .expect("kube-rs merge patch");
+    assert_eq!(
+        patched.metadata.labels.unwrap()["leaderd.io/leader"],
+        "true"
+    );
+    assert_eq!(
+        pods.get(&name).await.expect("kube-rs get").metadata.uid,
+        got.body["metadata"]["uid"].as_str().map(str::to_string)
+    );
+
+    // A bad label value: 422 Invalid on the kind "Pod", every cause on metadata.labels.
+    let bad = "bad value!";
+    let a = api
+        .call(
+            "PATCH",
+            &path,
+            MERGE,
+            Some(json!({"metadata": {"labels": {"leaderd.io/leader": bad}}})),
+        )
+        .await;
+    status(&a, 422, "Invalid");
+    let cause = format!("Invalid value: \"{bad}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')");
+    assert_eq!(
+        a.body["message"],
+        format!("Pod \"{name}\" is invalid: metadata.labels: {cause}")
+    );
+    assert_eq!(a.body["details"]["name"], name.as_str());
+    assert_eq!(a.body["details"]["kind"], "Pod");
+    assert!(a.body["details"].get("group").is_none(), "{}", a.body);
+    let causes = a.body["details"]["causes"].as_array().expect("causes");
+    assert!(!causes.is_empty());
+    for c in causes {
+        assert_eq!(
+            c,
+            &json!({"reason": "FieldValueInvalid", "message": cause, "field": "metadata.labels"})
+        );
+    }
+    // A bad key, too.
+    let a = api
+        .call(
+            "PATCH",
+            &path,
+            MERGE,
+            Some(json!({"metadata": {"labels": {"-k": "v"}}})),
+        )
+        .await;
+    status(&a, 422, "Invalid");
+    assert_eq!(a.body["details"]["causes"][0]["field"], "metadata.labels");
+    // A stale resourceVersion in a merge patch: 409 Conflict on pods.
+    let a = api
+        .call(
+            "PATCH",
+            &path,
+            MERGE,
+            Some(json!({"metadata": {"resourceVersion": v1, "labels": {"y": "1"}}})),
+        )
+        .await;
+    status(&a, 409, "Conflict");
+    assert_eq!(
+        a.body["message"],
+        format!("Operation cannot be fulfilled on pods \"{name}\": the object has been modified; please apply your changes to the latest version and try again")
+    );
+    // Another content type: 415.
+    let a = api
+        .call("PATCH", &path, "text/plain", Some(json!({})))
+        .await;
+    assert_eq!(a.code, 415, "{}", a.body);
+    // Nothing of the failed patches was stored.
+    let a = api.call("GET", &path, "application/json", None).await;
+    assert_eq!(
+        a.body["metadata"]["labels"],
+        json!({"x": "1", "leaderd.io/leader": "true"})
+    );
+
+    if test_server.is_none() {
+        api.call(
+            "DELETE",
+            &path,
+            "application/json",
+            Some(json!({"gracePeriodSeconds": 0})),
+        )
+        .await;
+        api.call(
+            "DELETE",
+            &format!("/api/v1/namespaces/default/serviceaccounts/{sa}"),
+            "application/json",
+            None,
+        )
+        .await;
+    }
+}
+
 /// Lines of a watch body, decoded as JSON.
 struct LineStream {
     frames: futures::stream::BoxStream<'static, Result<bytes::Bytes, String>>,
@@ -312,6 +545,7 @@ async fn the_test_server_answers_like_the_reference() {
     let server = TestServer::start().await.unwrap();
     let api = Api::from_kubeconfig_yaml(&server.kubeconfig_yaml("conformance", "default")).await;
     conformance(&api, "conf").await;
+    pod_conformance(&api, "conf", Some(&server)).await;
 }
 
 #[tokio::test]
@@ -322,5 +556,7 @@ async fn a_real_apiserver_answers_the_same_when_one_is_configured() {
     };
     let yaml = std::fs::read_to_string(path).expect("kubeconfig readable");
     let api = Api::from_kubeconfig_yaml(&yaml).await;
-    conformance(&api, &format!("conf-{}", std::process::id())).await;
+    let prefix = format!("conf-{}", std::process::id());
+    conformance(&api, &prefix).await;
+    pod_conformance(&api, &prefix, None).await;
 }

@@ -1,5 +1,6 @@
 //! Request routing and the Lease verbs (get, list, create, update, patch, delete) with
-//! kube-apiserver's ordering of decode, name checks, preconditions and validation.
+//! kube-apiserver's ordering of decode, name checks, preconditions and validation. The Pod verbs
+//! are in `pods.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,11 +11,13 @@ use axum::response::Response;
 use http::{Method, Uri};
 use serde_json::{json, Map, Value};
 
-use super::patch::{json_patch, merge_patch, JsonPatchError};
-use super::status::{self, go_quote, ApiError, FieldError, GROUP, RESOURCE};
+use super::patch::{json_patch, merge_patch, strategic_merge_patch, JsonPatchError, MergeKeys};
+use super::status::{
+    self, go_quote, ApiError, FieldError, Resource, GROUP, LEASES, PODS, RESOURCE,
+};
 use super::store::{Selector, Store};
 use super::validate::{decode_lease, meta_str, set_meta, validate_lease, DecodeError, API_VERSION};
-use super::{error_response, json_response, lock, new_uid, now_rfc3339, watch, Shared};
+use super::{error_response, json_response, lock, new_uid, now_rfc3339, pods, watch, Shared};
 
 /// The kube-apiserver request body limit.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -28,6 +31,15 @@ pub(super) enum Route {
     },
     /// `/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}`.
     Object {
+        ns: String,
+        name: String,
+    },
+    /// `/api/v1[/namespaces/{ns}]/pods`: not served (405).
+    Pods {
+        ns: Option<String>,
+    },
+    /// `/api/v1/namespaces/{ns}/pods/{name}`: get and patch.
+    Pod {
         ns: String,
         name: String,
     },
@@ -72,6 +84,16 @@ impl Route {
         match segs.as_slice() {
             ["version"] | ["version", ""] => Route::Version,
             ["apis", "coordination.k8s.io", "v1", "leases"] => Route::Collection { ns: None },
+            ["api", "v1", "pods"] => Route::Pods { ns: None },
+            ["api", "v1", "namespaces", ns, "pods"] if !ns.is_empty() => Route::Pods {
+                ns: Some(ns.to_string()),
+            },
+            ["api", "v1", "namespaces", ns, "pods", name] if !ns.is_empty() && !name.is_empty() => {
+                Route::Pod {
+                    ns: ns.to_string(),
+                    name: name.to_string(),
+                }
+            }
             ["apis", "events.k8s.io", "v1", "namespaces", ns, "events"] if !ns.is_empty() => {
                 Route::Events {
                     ns: ns.to_string(),
@@ -106,19 +128,19 @@ impl Route {
     /// The RBAC verb of a request on this route.
     pub fn verb(&self, method: &Method, uri: &Uri) -> String {
         let verb = match (self, method.as_str()) {
-            (Route::Collection { .. }, "GET") => {
+            (Route::Collection { .. } | Route::Pods { .. }, "GET") => {
                 if is_watch(&query(uri).unwrap_or_default()) {
                     "watch"
                 } else {
                     "list"
                 }
             }
-            (Route::Collection { .. }, "POST") => "create",
-            (Route::Collection { .. }, "DELETE") => "deletecollection",
-            (Route::Object { .. }, "GET") => "get",
-            (Route::Object { .. }, "PUT") => "update",
-            (Route::Object { .. }, "PATCH") => "patch",
-            (Route::Object { .. }, "DELETE") => "delete",
+            (Route::Collection { .. } | Route::Pods { .. }, "POST") => "create",
+            (Route::Collection { .. } | Route::Pods { .. }, "DELETE") => "deletecollection",
+            (Route::Object { .. } | Route::Pod { .. }, "GET") => "get",
+            (Route::Object { .. } | Route::Pod { .. }, "PUT") => "update",
+            (Route::Object { .. } | Route::Pod { .. }, "PATCH") => "patch",
+            (Route::Object { .. } | Route::Pod { .. }, "DELETE") => "delete",
             (Route::Events { name: None, .. }, "POST") => "create",
             (Route::Events { name: Some(_), .. }, "PATCH") => "patch",
             (_, m) => return m.to_ascii_lowercase(),
@@ -126,17 +148,29 @@ impl Route {
         verb.to_string()
     }
 
-    /// (namespace, name) for RBAC messages, when this is a lease route.
-    pub fn lease_scope(&self) -> Option<(&str, &str)> {
+    /// (resource, namespace, name) for RBAC denials, on lease and pod routes.
+    pub fn rbac_scope(&self) -> Option<(Resource, &str, &str)> {
         match self {
-            Route::Collection { ns } => Some((ns.as_deref().unwrap_or(""), "")),
-            Route::Object { ns, name } => Some((ns, name)),
+            Route::Collection { ns } => Some((LEASES, ns.as_deref().unwrap_or(""), "")),
+            Route::Object { ns, name } => Some((LEASES, ns, name)),
+            Route::Pods { ns } => Some((PODS, ns.as_deref().unwrap_or(""), "")),
+            Route::Pod { ns, name } => Some((PODS, ns, name)),
             _ => None,
+        }
+    }
+
+    /// The resource a request addresses: "leases", "pods", "events"; "" for other paths.
+    pub fn resource(&self) -> &'static str {
+        match self {
+            Route::Collection { .. } | Route::Object { .. } => LEASES.plural,
+            Route::Pods { .. } | Route::Pod { .. } => PODS.plural,
+            Route::Events { .. } => "events",
+            Route::Version | Route::Unknown => "",
         }
     }
 }
 
-fn query(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
     Query::<HashMap<String, String>>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| status::bad_request(format!("invalid query: {e}")))
@@ -149,7 +183,7 @@ fn is_watch(q: &HashMap<String, String>) -> bool {
     )
 }
 
-fn dry_run(q: &HashMap<String, String>) -> bool {
+pub(super) fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
 }
 
@@ -213,7 +247,7 @@ fn bad_rv(rv: &str) -> ApiError {
     )
 }
 
-fn parse_rv(rv: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_rv(rv: &str) -> Result<u64, ApiError> {
     rv.parse::<u64>().map_err(|_| bad_rv(rv))
 }
 
@@ -247,6 +281,13 @@ pub(super) async fn handle(
             _ => Err(status::method_not_allowed(req.method().as_str())),
         },
         Route::Events { ns, name } => events(&shared, ns, name.as_deref(), req).await,
+        // The test server keeps pods for tests that label their own pod; it lists and creates none.
+        Route::Pods { .. } => Err(status::method_not_allowed(req.method().as_str())),
+        Route::Pod { ns, name } => match *req.method() {
+            Method::GET => pods::get(&shared, ns, name),
+            Method::PATCH => pods::patch(&shared, ns, name, req).await,
+            _ => Err(status::method_not_allowed(req.method().as_str())),
+        },
         Route::Object { ns, name } => match *req.method() {
             Method::GET => get(&shared, ns, name),
             Method::PUT => update(&shared, ns, name, req).await,
@@ -468,7 +509,7 @@ async fn create(shared: &Shared, ns: &str, req: Request) -> Result<Response, Api
 }
 
 /// `checkName`: the object's name/namespace must match the URL.
-fn check_name(obj: &mut Value, ns: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn check_name(obj: &mut Value, ns: &str, name: &str) -> Result<(), ApiError> {
     let obj_name = meta_str(obj, "name");
     if obj_name != name {
         return Err(status::bad_request(format!(
@@ -486,7 +527,7 @@ fn check_name(obj: &mut Value, ns: &str, name: &str) -> Result<(), ApiError> {
 }
 
 /// Carry the system fields of `old` over to `new` (uid if unset, creationTimestamp).
-fn keep_system_fields(new: &mut Value, old: &Value) {
+pub(super) fn keep_system_fields(new: &mut Value, old: &Value) {
     if meta_str(new, "uid").is_empty() {
         set_meta(new, "uid", meta_str(old, "uid"));
     }
@@ -546,14 +587,23 @@ async fn update(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<R
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
-enum PatchKind {
+pub(super) enum PatchKind {
     Merge,
     Strategic,
     Json,
     Apply,
 }
 
-async fn patch(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Response, ApiError> {
+/// A PATCH request read and decoded: its type, the patch document and the query.
+pub(super) struct PatchRequest {
+    pub kind: PatchKind,
+    pub doc: Value,
+    pub query: HashMap<String, String>,
+}
+
+/// Read a PATCH: 415 for an unknown content type, 400 for server-side apply without a
+/// fieldManager and for a body that does not parse.
+pub(super) async fn read_patch(req: Request) -> Result<PatchRequest, ApiError> {
     let q = query(req.uri())?;
     let ct = req
         .headers()
@@ -587,7 +637,7 @@ async fn patch(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Re
         ));
     }
     let bytes = body_bytes(req).await?;
-    let patch_doc: Value = if kind == PatchKind::Apply {
+    let doc: Value = if kind == PatchKind::Apply {
         serde_yaml::from_slice(&bytes)
             .map_err(|e| status::bad_request(format!("error decoding YAML: {e}")))?
     } else {
@@ -598,6 +648,49 @@ async fn patch(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Re
             _ => status::bad_request("Invalid JSON Patch"),
         })?
     };
+    Ok(PatchRequest {
+        kind,
+        doc,
+        query: q,
+    })
+}
+
+/// Apply a patch to the current object's JSON. A strategic merge patch merges the lists that
+/// `strategic` names by their keys (without it, it acts as a merge patch, as apply does).
+pub(super) fn apply_patch(
+    kind: PatchKind,
+    doc: &mut Value,
+    patch: &Value,
+    strategic: Option<MergeKeys>,
+) -> Result<(), ApiError> {
+    match (kind, strategic) {
+        (PatchKind::Strategic, Some(keys)) => {
+            strategic_merge_patch(doc, patch, keys);
+            Ok(())
+        }
+        (PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply, _) => {
+            merge_patch(doc, patch);
+            Ok(())
+        }
+        (PatchKind::Json, _) => json_patch(doc, patch).map_err(|e| match e {
+            JsonPatchError::Decode(m) => status::bad_request(m),
+            JsonPatchError::Apply(m) => status::unprocessable_patch(&m),
+        }),
+    }
+}
+
+/// The patched JSON does not decode into the type: 422 on the field "patch", showing the JSON.
+pub(super) fn patch_decode_error(doc: &Value, detail: &str) -> ApiError {
+    let shown = go_quote(&serde_json::to_string(doc).unwrap_or_default());
+    status::invalid("", "", "", &[FieldError::invalid("patch", &shown, detail)])
+}
+
+async fn patch(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Response, ApiError> {
+    let PatchRequest {
+        kind,
+        doc: patch_doc,
+        query: q,
+    } = read_patch(req).await?;
     let dry = dry_run(&q);
     let mut st = lock(&shared.store);
     let Some(old) = st.get(ns, name).cloned() else {
@@ -615,21 +708,12 @@ async fn patch(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<Re
         return Ok(json_response(201, &created));
     };
     let mut doc = old.clone();
-    match kind {
-        PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply => {
-            merge_patch(&mut doc, &patch_doc)
-        }
-        PatchKind::Json => json_patch(&mut doc, &patch_doc).map_err(|e| match e {
-            JsonPatchError::Decode(m) => status::bad_request(m),
-            JsonPatchError::Apply(m) => status::unprocessable_patch(&m),
-        })?,
-    }
+    apply_patch(kind, &mut doc, &patch_doc, None)?;
     let mut obj = decode_lease(&doc).map_err(|e| {
         let detail = match e {
             DecodeError::Plain(m) | DecodeError::Field(m) => m,
         };
-        let shown = go_quote(&serde_json::to_string(&doc).unwrap_or_default());
-        status::invalid("", "", "", &[FieldError::invalid("patch", &shown, &detail)])
+        patch_decode_error(&doc, &detail)
     })?;
     check_name(&mut obj, ns, name)?;
     let old_rv = meta_str(&old, "resourceVersion");
@@ -723,6 +807,22 @@ mod route_tests {
             Route::Collection { ns: None }
         );
         assert_eq!(Route::parse("/version"), Route::Version);
+        assert_eq!(
+            Route::parse("/api/v1/namespaces/ns/pods/p-1"),
+            Route::Pod {
+                ns: "ns".into(),
+                name: "p-1".into()
+            }
+        );
+        assert_eq!(
+            Route::parse("/api/v1/namespaces/ns/pods"),
+            Route::Pods {
+                ns: Some("ns".into())
+            }
+        );
+        assert_eq!(Route::parse("/api/v1/pods"), Route::Pods { ns: None });
+        assert_eq!(Route::parse("/api/v1/pods").resource(), "pods");
+        assert_eq!(Route::parse("/version").resource(), "");
         for p in [
             "/",
             "",
@@ -731,6 +831,9 @@ mod route_tests {
             "/apis/coordination.k8s.io/v1/namespaces/ns/leases/a/status",
             "/apis/coordination.k8s.io/v1/namespaces/ns/leases/%zz",
             "/apis/coordination.k8s.io/v1/namespaces/ns/leases/%ff",
+            "/api/v1/namespaces/ns/pods/p/status",
+            "/api/v1/namespaces//pods/p",
+            "/api/v1/namespaces/ns/pods/",
         ] {
             assert_eq!(Route::parse(p), Route::Unknown, "{p}");
         }

@@ -1,9 +1,12 @@
 //! Lease API test server: an in-process HTTP server on 127.0.0.1 that imitates kube-apiserver's
 //! `coordination.k8s.io/v1` Lease API (v1.20 semantics, Status bodies, watches with 410) with
-//! fault injection, so tests can run the real kube-rs client against it over real HTTP.
+//! fault injection, so tests can run the real kube-rs client against it over real HTTP. It also
+//! keeps core/v1 Pods (GET and PATCH of one pod, for a client that labels its own pod; see
+//! `pods.rs`) and stores posted `events.k8s.io/v1` Events.
 
 mod handlers;
 mod patch;
+mod pods;
 mod status;
 mod store;
 mod validate;
@@ -35,6 +38,9 @@ pub struct RequestRecord {
     pub client: String,
     /// get, list, watch, create, update, patch, delete (the lowercase HTTP method elsewhere).
     pub verb: String,
+    /// The resource addressed: "leases", "pods" or "events"; "" for other paths (`/version`,
+    /// unknown paths).
+    pub resource: String,
     /// The HTTP status answered; 0 while not answered yet.
     pub status: u16,
     /// When the request arrived.
@@ -48,7 +54,8 @@ struct Faults {
     error_rate_all: Option<(f64, u16)>,
     error_rate: HashMap<String, (f64, u16)>,
     partitioned: HashSet<String>,
-    denied: HashSet<(String, String)>,
+    /// (client, verb, resource); resource "" denies the verb on leases and pods alike.
+    denied: HashSet<(String, String, String)>,
     garbage: HashSet<String>,
 }
 
@@ -242,10 +249,23 @@ impl TestServer {
         });
     }
 
-    /// Answer `client`'s requests with this `verb` with 403 Forbidden.
+    /// Answer `client`'s requests with this `verb` (on leases and on pods) with 403 Forbidden.
     pub fn deny(&self, client: &str, verb: &str) {
         self.with_faults(|f| {
-            f.denied.insert((client.into(), verb.to_ascii_lowercase()));
+            f.denied
+                .insert((client.into(), verb.to_ascii_lowercase(), String::new()));
+        });
+    }
+
+    /// Answer `client`'s requests with this `verb` on this `resource` only ("leases" or "pods")
+    /// with 403 Forbidden, as a Role without that rule would.
+    pub fn deny_resource(&self, client: &str, resource: &str, verb: &str) {
+        self.with_faults(|f| {
+            f.denied.insert((
+                client.into(),
+                verb.to_ascii_lowercase(),
+                resource.to_ascii_lowercase(),
+            ));
         });
     }
 
@@ -307,6 +327,94 @@ impl TestServer {
         lock(&self.shared.store).get(ns, name).cloned()
     }
 
+    /// Create or overwrite the core/v1 Pod ns/name as a v1.20 apiserver would store a pod with one
+    /// container that no node runs (defaulted spec, `status.phase: Pending`) and these labels.
+    /// An overwrite keeps the uid and creationTimestamp. The resourceVersion comes from the
+    /// counter leases use. Returns the stored pod, as GET returns it.
+    pub fn put_pod(&self, ns: &str, name: &str, labels: &[(&str, &str)]) -> Value {
+        let mut st = lock(&self.shared.store);
+        let (uid, created) = match st.get_pod(ns, name) {
+            Some(old) => (
+                meta_str(old, "uid").to_string(),
+                meta_str(old, "creationTimestamp").to_string(),
+            ),
+            None => (new_uid(), now_rfc3339()),
+        };
+        let pod = pods::minimal_pod(ns, name, &uid, &created, labels);
+        st.put_pod(ns, name, pod)
+    }
+
+    /// The stored pod, as GET returns it.
+    pub fn pod(&self, ns: &str, name: &str) -> Option<Value> {
+        lock(&self.shared.store).get_pod(ns, name).cloned()
+    }
+
+    /// Delete a pod directly (as if its node went away). Returns whether it existed.
+    pub fn delete_pod(&self, ns: &str, name: &str) -> bool {
+        lock(&self.shared.store).remove_pod(ns, name).is_some()
+    }
+
+    /// The value of one label of a stored pod (None when the pod or the label is missing).
+    pub fn pod_label(&self, ns: &str, name: &str, key: &str) -> Option<String> {
+        let st = lock(&self.shared.store);
+        st.get_pod(ns, name)?
+            .get("metadata")?
+            .get("labels")?
+            .get(key)?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// Wait until `pred` holds for pod ns/name (None: no such pod), woken by every pod write, not
+    /// by polling. True if it held within `timeout`.
+    pub async fn wait_pod(
+        &self,
+        ns: &str,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(Option<&Value>) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Subscribe before looking: a write between the look and the wait still wakes us.
+        let mut changes = lock(&self.shared.store).pod_changes();
+        loop {
+            if pred(self.pod(ns, name).as_ref()) {
+                return true;
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return pred(self.pod(ns, name).as_ref()); },
+                _ = tokio::time::sleep_until(deadline) => return pred(self.pod(ns, name).as_ref()),
+            }
+        }
+    }
+
+    /// Wait until pod ns/name carries label `key` = `value`.
+    pub async fn wait_pod_label(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+        timeout: Duration,
+    ) -> bool {
+        self.wait_pod(ns, name, timeout, |p| label_of(p, key) == Some(value))
+            .await
+    }
+
+    /// Wait until pod ns/name exists without label `key`.
+    pub async fn wait_pod_label_absent(
+        &self,
+        ns: &str,
+        name: &str,
+        key: &str,
+        timeout: Duration,
+    ) -> bool {
+        self.wait_pod(ns, name, timeout, |p| {
+            p.is_some() && label_of(p, key).is_none()
+        })
+        .await
+    }
+
     /// Forget all watch history: watches from any older resourceVersion get 410.
     pub fn compact(&self) {
         lock(&self.shared.store).compact();
@@ -341,6 +449,11 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shared.shutdown.cancel();
     }
+}
+
+/// A label of an object, if it has it.
+fn label_of<'a>(obj: Option<&'a Value>, key: &str) -> Option<&'a str> {
+    obj?.get("metadata")?.get("labels")?.get(key)?.as_str()
 }
 
 /// The bearer token of a request ("" if none).
@@ -388,6 +501,7 @@ async fn serve_request(State(shared): State<Arc<Shared>>, req: Request) -> Respo
         reqs.push(RequestRecord {
             client: client.clone(),
             verb: verb.clone(),
+            resource: route.resource().to_string(),
             status: 0,
             at: Instant::now(),
         });
@@ -417,18 +531,25 @@ async fn with_faults(
             _ = shared.shutdown.cancelled() => return error_response(status::shutting_down()),
         }
     }
+    let scope = route.rbac_scope();
     let (denied, garbage, error_rate) = {
         let f = lock(&shared.faults);
+        let denied = scope.is_some_and(|(res, _, _)| {
+            [String::new(), res.plural.to_string()]
+                .into_iter()
+                .any(|r| {
+                    f.denied
+                        .contains(&(client.to_string(), verb.to_string(), r))
+                })
+        });
         (
-            f.denied.contains(&(client.to_string(), verb.to_string())),
+            denied,
             f.garbage.contains(client),
             f.error_rate.get(client).copied().or(f.error_rate_all),
         )
     };
-    if denied {
-        if let Some((ns, name)) = route.lease_scope() {
-            return error_response(status::forbidden(client, verb, ns, name));
-        }
+    if let (true, Some((res, ns, name))) = (denied, scope) {
+        return error_response(status::forbidden(&res, client, verb, ns, name));
     }
     if garbage {
         let mut resp = Response::new(Body::from(

@@ -22,6 +22,99 @@ pub(super) fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The merge key of the list at a dotted field path ("spec.containers", "spec.containers.env";
+/// list indexes are not part of the path): `Some("name")` merges elements by that key,
+/// `Some("")` merges a list of primitives as a set, `None` replaces the list.
+pub(super) type MergeKeys = fn(&str) -> Option<&'static str>;
+
+/// Apply a strategic merge patch (apimachinery `strategicpatch`) to `target` in place: objects
+/// merge as in RFC 7386 (null deletes a key), lists with a merge key merge element by element
+/// (`{"$patch": "delete"}` elements remove), other lists are replaced, `{"$patch": "replace"}`
+/// replaces an object. `$setElementOrder/…` and `$retainKeys` are dropped, not applied.
+pub(super) fn strategic_merge_patch(target: &mut Value, patch: &Value, keys: MergeKeys) {
+    smp(target, patch, "", keys);
+}
+
+fn is_directive(key: &str) -> bool {
+    key == "$patch" || key == "$retainKeys" || key.starts_with("$setElementOrder/")
+}
+
+fn smp(target: &mut Value, patch: &Value, path: &str, keys: MergeKeys) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut fresh = Value::Object(Map::new());
+        let without: Map<String, Value> = p
+            .iter()
+            .filter(|(k, _)| k.as_str() != "$patch")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        smp(&mut fresh, &Value::Object(without), path, keys);
+        *target = fresh;
+        return;
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(t) = target else {
+        return;
+    };
+    for (k, v) in p {
+        if is_directive(k) {
+            continue;
+        }
+        if v.is_null() {
+            t.remove(k);
+            continue;
+        }
+        let child = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        match (keys(&child), v) {
+            (Some(key), Value::Array(items)) => {
+                let cur = t.entry(k.clone()).or_insert(Value::Array(Vec::new()));
+                if !cur.is_array() {
+                    *cur = Value::Array(Vec::new());
+                }
+                if let Value::Array(cur) = cur {
+                    merge_list(cur, items, key, &child, keys);
+                }
+            }
+            _ => smp(t.entry(k.clone()).or_insert(Value::Null), v, &child, keys),
+        }
+    }
+}
+
+fn merge_list(cur: &mut Vec<Value>, items: &[Value], key: &str, path: &str, keys: MergeKeys) {
+    for item in items {
+        if key.is_empty() || !item.is_object() {
+            if !cur.contains(item) {
+                cur.push(item.clone());
+            }
+            continue;
+        }
+        let id = item.get(key);
+        let pos = id.and_then(|id| cur.iter().position(|c| c.get(key) == Some(id)));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (pos, delete) {
+            (Some(i), true) => {
+                cur.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => smp(&mut cur[i], item, path, keys),
+            (None, false) => {
+                let mut fresh = Value::Null;
+                smp(&mut fresh, item, path, keys);
+                cur.push(fresh);
+            }
+        }
+    }
+}
+
 /// Why a JSON patch failed.
 #[derive(Debug, PartialEq)]
 pub(super) enum JsonPatchError {
@@ -239,6 +332,55 @@ mod tests {
         assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
         merge_patch(&mut doc, &json!({"c": [1]}));
         assert_eq!(doc, json!({"a": "z", "c": [1]}));
+    }
+
+    #[test]
+    fn strategic_merge_patch_merges_keyed_lists_and_replaces_the_rest() {
+        fn keys(path: &str) -> Option<&'static str> {
+            match path {
+                "spec.containers" => Some("name"),
+                "spec.containers.env" => Some("name"),
+                "metadata.finalizers" => Some(""),
+                _ => None,
+            }
+        }
+        let mut doc = json!({
+            "metadata": {"labels": {"a": "1", "b": "2"}, "finalizers": ["x"]},
+            "spec": {"containers": [
+                {"name": "app", "image": "a:1", "env": [{"name": "E", "value": "1"}]},
+                {"name": "side", "image": "s:1"}],
+                "tolerations": [{"key": "t"}]}
+        });
+        strategic_merge_patch(
+            &mut doc,
+            &json!({
+                "metadata": {"labels": {"a": null, "c": "3"}, "finalizers": ["y", "x"]},
+                "$setElementOrder/spec": [],
+                "spec": {"containers": [
+                    {"name": "app", "image": "a:2", "env": [{"name": "F", "value": "2"}]},
+                    {"name": "side", "$patch": "delete"},
+                    {"name": "new", "image": "n:1", "gone": null}],
+                    "tolerations": [{"key": "u"}]}
+            }),
+            keys,
+        );
+        assert_eq!(
+            doc,
+            json!({
+                "metadata": {"labels": {"b": "2", "c": "3"}, "finalizers": ["x", "y"]},
+                "spec": {"containers": [
+                    {"name": "app", "image": "a:2",
+                     "env": [{"name": "E", "value": "1"}, {"name": "F", "value": "2"}]},
+                    {"name": "new", "image": "n:1"}],
+                    "tolerations": [{"key": "u"}]}
+            })
+        );
+        strategic_merge_patch(
+            &mut doc,
+            &json!({"metadata": {"labels": {"$patch": "replace", "z": "9"}}}),
+            keys,
+        );
+        assert_eq!(doc["metadata"]["labels"], json!({"z": "9"}));
     }
 
     #[test]

@@ -5,6 +5,27 @@ use serde_json::{json, Map, Value};
 pub(super) const GROUP: &str = "coordination.k8s.io";
 pub(super) const RESOURCE: &str = "leases";
 
+/// The resource an error is about: its plural, API group ("" for the core group) and kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Resource {
+    pub plural: &'static str,
+    pub group: &'static str,
+    pub kind: &'static str,
+}
+
+pub(super) const LEASES: Resource = Resource {
+    plural: RESOURCE,
+    group: GROUP,
+    kind: "Lease",
+};
+
+/// core/v1 Pods: the core group is "", which Status bodies omit (`omitempty`).
+pub(super) const PODS: Resource = Resource {
+    plural: "pods",
+    group: "",
+    kind: "Pod",
+};
+
 /// An API error: HTTP status plus the Status body to send.
 #[derive(Clone, Debug)]
 pub(super) struct ApiError {
@@ -37,23 +58,30 @@ impl ApiError {
     }
 }
 
-/// `{name, group, kind}` details; `name` omitted when empty (like Go's omitempty).
-fn details(name: &str, kind: &str) -> Value {
+/// `{name, group, kind}` details; `name` and `group` omitted when empty (like Go's omitempty).
+fn details(res: &Resource, name: &str) -> Value {
     let mut d = Map::new();
     if !name.is_empty() {
         d.insert("name".into(), json!(name));
     }
-    d.insert("group".into(), json!(GROUP));
-    d.insert("kind".into(), json!(kind));
+    if !res.group.is_empty() {
+        d.insert("group".into(), json!(res.group));
+    }
+    d.insert("kind".into(), json!(res.plural));
     Value::Object(d)
 }
 
-/// `leases.coordination.k8s.io "NAME"` (or without the name when it is empty).
-fn qualified(name: &str) -> String {
-    if name.is_empty() {
-        format!("{RESOURCE}.{GROUP}")
+/// `leases.coordination.k8s.io "NAME"`, `pods "NAME"` (without the name when it is empty).
+fn qualified(res: &Resource, name: &str) -> String {
+    let gr = if res.group.is_empty() {
+        res.plural.to_string()
     } else {
-        format!("{RESOURCE}.{GROUP} {}", go_quote(name))
+        format!("{}.{}", res.plural, res.group)
+    };
+    if name.is_empty() {
+        gr
+    } else {
+        format!("{gr} {}", go_quote(name))
     }
 }
 
@@ -62,12 +90,18 @@ pub(super) fn go_quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
 }
 
+/// A lease is not found.
 pub(super) fn not_found(name: &str) -> ApiError {
+    not_found_of(&LEASES, name)
+}
+
+/// `pods "NAME" not found` and the like.
+pub(super) fn not_found_of(res: &Resource, name: &str) -> ApiError {
     ApiError::new(
         404,
         "NotFound",
-        format!("{} not found", qualified(name)),
-        Some(details(name, RESOURCE)),
+        format!("{} not found", qualified(res, name)),
+        Some(details(res, name)),
     )
 }
 
@@ -75,26 +109,37 @@ pub(super) fn already_exists(name: &str) -> ApiError {
     ApiError::new(
         409,
         "AlreadyExists",
-        format!("{} already exists", qualified(name)),
-        Some(details(name, RESOURCE)),
+        format!("{} already exists", qualified(&LEASES, name)),
+        Some(details(&LEASES, name)),
     )
 }
 
 /// `Operation cannot be fulfilled on leases.coordination.k8s.io "NAME": DETAIL`.
 pub(super) fn conflict_with(name: &str, detail: &str) -> ApiError {
+    conflict_with_of(&LEASES, name, detail)
+}
+
+/// `Operation cannot be fulfilled on RESOURCE "NAME": DETAIL`.
+pub(super) fn conflict_with_of(res: &Resource, name: &str, detail: &str) -> ApiError {
     ApiError::new(
         409,
         "Conflict",
         format!(
             "Operation cannot be fulfilled on {}: {detail}",
-            qualified(name)
+            qualified(res, name)
         ),
-        Some(details(name, RESOURCE)),
+        Some(details(res, name)),
     )
 }
 
 pub(super) fn conflict(name: &str) -> ApiError {
-    conflict_with(
+    conflict_of(&LEASES, name)
+}
+
+/// The stale-resourceVersion conflict.
+pub(super) fn conflict_of(res: &Resource, name: &str) -> ApiError {
+    conflict_with_of(
+        res,
         name,
         "the object has been modified; please apply your changes to the latest version and try again",
     )
@@ -124,6 +169,22 @@ impl FieldError {
             reason: "FieldValueRequired",
             field: field.into(),
             body: format!("Required value: {detail}"),
+        }
+    }
+    /// `field.Forbidden(path, detail)`.
+    pub fn forbidden(field: &str, detail: &str) -> FieldError {
+        FieldError {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            body: format!("Forbidden: {detail}"),
+        }
+    }
+    /// `field.TooLong(path, "", max)` as v1.20 words it.
+    pub fn too_long(field: &str, max: usize) -> FieldError {
+        FieldError {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            body: format!("Too long: must have at most {max} bytes"),
         }
     }
     fn text(&self) -> String {
@@ -189,7 +250,15 @@ pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(400, "BadRequest", message.into(), None)
 }
 
-pub(super) fn forbidden(client: &str, verb: &str, ns: &str, name: &str) -> ApiError {
+/// RBAC's answer: `RESOURCE "NAME" is forbidden: User "CLIENT" cannot VERB resource "PLURAL" in
+/// API group "GROUP" in the namespace "NS"`.
+pub(super) fn forbidden(
+    res: &Resource,
+    client: &str,
+    verb: &str,
+    ns: &str,
+    name: &str,
+) -> ApiError {
     let ns_part = if ns.is_empty() {
         "at the cluster scope".to_string()
     } else {
@@ -199,11 +268,13 @@ pub(super) fn forbidden(client: &str, verb: &str, ns: &str, name: &str) -> ApiEr
         403,
         "Forbidden",
         format!(
-            "{} is forbidden: User {} cannot {verb} resource \"{RESOURCE}\" in API group \"{GROUP}\" {ns_part}",
-            qualified(name),
-            go_quote(client)
+            "{} is forbidden: User {} cannot {verb} resource {} in API group {} {ns_part}",
+            qualified(res, name),
+            go_quote(client),
+            go_quote(res.plural),
+            go_quote(res.group),
         ),
-        Some(details(name, RESOURCE)),
+        Some(details(res, name)),
     )
 }
 

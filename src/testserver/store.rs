@@ -1,5 +1,6 @@
-//! The Lease store: objects, the global resourceVersion counter, watch history with compaction,
-//! live event broadcast, and list/watch selectors.
+//! The store: Lease objects, the global resourceVersion counter (shared with Pods, like etcd's
+//! revision), Lease watch history with compaction, live event broadcast, list/watch selectors,
+//! and the Pods (no watch history; a generation counter tells waiters that some pod changed).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub(super) struct Store {
     /// Every event with rv > compacted is in `history`.
     compacted: u64,
     events: broadcast::Sender<Arc<Event>>,
+    /// core/v1 Pods by (namespace, name); their writes take resourceVersions from `rv` too.
+    pods: BTreeMap<(String, String), Value>,
+    /// Bumped on every pod write, so tests can wait for a pod change without sleeping.
+    pod_gen: tokio::sync::watch::Sender<u64>,
 }
 
 /// Where a watch starts.
@@ -69,6 +74,8 @@ impl Store {
             history: VecDeque::new(),
             compacted: INITIAL_RV,
             events,
+            pods: BTreeMap::new(),
+            pod_gen: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -145,6 +152,34 @@ impl Store {
             .filter(|((ons, oname), obj)| sel.matches(ons, oname, obj))
             .map(|(_, obj)| obj.clone())
             .collect()
+    }
+
+    pub fn get_pod(&self, ns: &str, name: &str) -> Option<&Value> {
+        self.pods.get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Store a pod under ns/name with a fresh resourceVersion from the shared counter; wakes pod
+    /// waiters. Returns the stored object.
+    pub fn put_pod(&mut self, ns: &str, name: &str, mut obj: Value) -> Value {
+        self.rv += 1;
+        set_meta(&mut obj, "resourceVersion", &self.rv.to_string());
+        self.pods
+            .insert((ns.to_string(), name.to_string()), obj.clone());
+        self.pod_gen.send_modify(|g| *g = g.wrapping_add(1));
+        obj
+    }
+
+    /// Remove a pod (a delete is a revision too); wakes pod waiters.
+    pub fn remove_pod(&mut self, ns: &str, name: &str) -> Option<Value> {
+        let obj = self.pods.remove(&(ns.to_string(), name.to_string()))?;
+        self.rv += 1;
+        self.pod_gen.send_modify(|g| *g = g.wrapping_add(1));
+        Some(obj)
+    }
+
+    /// A receiver that sees every later pod write (subscribe before checking, then wait).
+    pub fn pod_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.pod_gen.subscribe()
     }
 
     /// Subscribe to live events; together with `watch_start` under the same lock this gives a
@@ -341,6 +376,41 @@ mod tests {
         assert!(!s.matches("ns", "a", &obj));
         assert!(Selector::parse(Some("spec.holderIdentity=x"), None).is_err());
         assert!(Selector::parse(Some("garbage"), None).is_err());
+    }
+
+    #[test]
+    fn pods_share_the_resource_version_counter_but_not_the_lease_history() {
+        let mut st = Store::new();
+        let sel = Selector::default();
+        let lease = st.put("ns", "a", json!({"metadata": {}}));
+        let pod = st.put_pod("ns", "p", json!({"metadata": {}}));
+        let lease_rv: u64 = lease["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let pod_rv: u64 = pod["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(pod_rv, lease_rv + 1);
+        assert_eq!(st.current_rv(), pod_rv);
+        // A lease watch from before the pod write sees no pod event.
+        assert!(matches!(
+            st.watch_start(Some(lease_rv), None, &sel),
+            WatchStart::History { ref events, .. } if events.is_empty()
+        ));
+        assert!(st
+            .list(None, &sel)
+            .iter()
+            .all(|o| o["metadata"]["resourceVersion"] != pod["metadata"]["resourceVersion"]));
+        let rx = st.pod_changes();
+        assert!(!rx.has_changed().unwrap());
+        st.remove_pod("ns", "p");
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(st.current_rv(), pod_rv + 1);
+        assert!(st.get_pod("ns", "p").is_none());
     }
 
     #[test]

@@ -613,7 +613,7 @@ async fn list_returns_a_lease_list_and_honours_field_selectors() {
 #[tokio::test]
 async fn unknown_paths_are_404_wrong_methods_405_and_version_answers() {
     let (_ts, http) = setup().await;
-    let r = http.get("/api/v1/namespaces/ns/pods").await;
+    let r = http.get("/api/v1/namespaces/ns/configmaps").await;
     assert_status(&r, 404, "NotFound");
     assert_eq!(
         r.message(),
@@ -1013,4 +1013,562 @@ async fn shutdown_ends_watches_and_stops_listening() {
     ts.shutdown().await;
     w.expect_end().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// core/v1 Pods
+
+const PODS: &str = "/api/v1/namespaces/ns/pods";
+const MERGE: &str = "application/merge-patch+json";
+
+fn pod_path(name: &str) -> String {
+    format!("{PODS}/{name}")
+}
+
+impl Http {
+    async fn patch_pod(&self, name: &str, ct: &str, body: &Value) -> Resp {
+        self.send("PATCH", &pod_path(name), Some(ct), &body.to_string())
+            .await
+    }
+}
+
+fn labels_of(v: &Value) -> Value {
+    v["metadata"]["labels"].clone()
+}
+
+#[tokio::test]
+async fn pod_get_of_a_missing_pod_is_404_with_the_core_group_status_body() {
+    let (_ts, http) = setup().await;
+    let r = http.get(&pod_path("x")).await;
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(
+        r.json(),
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "pods \"x\" not found", "reason": "NotFound",
+               "details": {"name": "x", "kind": "pods"}, "code": 404})
+    );
+    // PATCH of a missing pod: the same 404, whatever the patch type.
+    for ct in [MERGE, "application/strategic-merge-patch+json"] {
+        let r = http.patch_pod("x", ct, &json!({})).await;
+        assert_eq!(r.json()["message"], "pods \"x\" not found", "{ct}");
+        assert_eq!(r.status, 404);
+    }
+    let r = http
+        .patch_pod("x", "application/json-patch+json", &json!([]))
+        .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn put_pod_stores_a_minimal_valid_pod_that_get_returns() {
+    let (ts, http) = setup().await;
+    let stored = ts.put_pod("ns", "p", &[("app", "x")]);
+    assert_eq!(ts.pod("ns", "p").as_ref(), Some(&stored));
+    let r = http.get(&pod_path("p")).await;
+    assert_eq!(r.status, 200);
+    let got = r.json();
+    assert_eq!(got, stored);
+    assert_eq!(got["kind"], "Pod");
+    assert_eq!(got["apiVersion"], "v1");
+    assert_eq!(got["metadata"]["namespace"], "ns");
+    assert!(got["metadata"]["uid"].is_string());
+    assert!(got["metadata"]["creationTimestamp"].is_string());
+    assert_eq!(labels_of(&got), json!({"app": "x"}));
+    assert_eq!(got["spec"]["containers"][0]["name"], "app");
+    assert_eq!(got["status"]["phase"], "Pending");
+    // Overwriting keeps the identity, takes a new resourceVersion and replaces the labels.
+    let again = ts.put_pod("ns", "p", &[]);
+    assert_eq!(again["metadata"]["uid"], got["metadata"]["uid"]);
+    assert_ne!(
+        again["metadata"]["resourceVersion"],
+        got["metadata"]["resourceVersion"]
+    );
+    assert!(again["metadata"].get("labels").is_none());
+    assert_eq!(ts.pod_label("ns", "p", "app"), None);
+    assert!(ts.pod("ns", "other").is_none());
+    assert!(ts.delete_pod("ns", "p"));
+    assert_eq!(http.get(&pod_path("p")).await.status, 404);
+}
+
+#[tokio::test]
+async fn pod_merge_patch_adds_and_removes_labels_and_bumps_the_shared_resource_version() {
+    let (ts, http) = setup().await;
+    let created = ts.put_pod("ns", "p", &[("app", "x"), ("old", "1")]);
+    let rv0: u64 = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = http
+        .patch_pod(
+            "p",
+            MERGE,
+            &json!({"metadata": {"labels": {"leaderd.io/leader": "true", "old": null}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let patched = r.json();
+    assert_eq!(
+        labels_of(&patched),
+        json!({"app": "x", "leaderd.io/leader": "true"})
+    );
+    // The whole pod comes back, with its spec, status and identity.
+    assert_eq!(patched["spec"], created["spec"]);
+    assert_eq!(patched["status"], created["status"]);
+    assert_eq!(patched["metadata"]["uid"], created["metadata"]["uid"]);
+    let rv1: u64 = r.rv().parse().unwrap();
+    assert_eq!(rv1, rv0 + 1);
+    assert_eq!(ts.pod("ns", "p").unwrap(), patched);
+    assert_eq!(
+        ts.pod_label("ns", "p", "leaderd.io/leader").as_deref(),
+        Some("true")
+    );
+    // Leases and pods share one counter, like etcd's revision.
+    let lease_rv: u64 = http.post(&lease("a", "me")).await.rv().parse().unwrap();
+    assert_eq!(lease_rv, rv1 + 1);
+    // A patch that changes nothing writes nothing: the resourceVersion stays.
+    let r = http
+        .patch_pod("p", MERGE, &json!({"metadata": {"labels": {"app": "x"}}}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.rv(), rv1.to_string());
+    // Removing the last labels drops the map, as Go's omitempty does.
+    let r = http
+        .patch_pod(
+            "p",
+            MERGE,
+            &json!({"metadata": {"labels": {"app": null, "leaderd.io/leader": null}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["metadata"].get("labels").is_none(), "{}", r.body);
+    // dryRun answers without storing.
+    let r = http
+        .send(
+            "PATCH",
+            &format!("{}?dryRun=All", pod_path("p")),
+            Some(MERGE),
+            &json!({"metadata": {"labels": {"dry": "run"}}}).to_string(),
+        )
+        .await;
+    assert_eq!(labels_of(&r.json()), json!({"dry": "run"}));
+    assert_eq!(ts.pod_label("ns", "p", "dry"), None);
+}
+
+#[tokio::test]
+async fn pod_strategic_merge_and_json_patches_edit_labels_too() {
+    let (ts, http) = setup().await;
+    ts.put_pod("ns", "p", &[("a", "1"), ("b", "2")]);
+    let r = http
+        .patch_pod(
+            "p",
+            "application/strategic-merge-patch+json",
+            &json!({"metadata": {"labels": {"a": null, "c": "3"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(labels_of(&r.json()), json!({"b": "2", "c": "3"}));
+    let r = http
+        .patch_pod(
+            "p",
+            "application/json-patch+json",
+            &json!([{"op": "add", "path": "/metadata/labels/leaderd.io~1leader", "value": "true"},
+                    {"op": "remove", "path": "/metadata/labels/b"}]),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        labels_of(&r.json()),
+        json!({"c": "3", "leaderd.io/leader": "true"})
+    );
+    // A failing test op: 422 like on leases.
+    let r = http
+        .patch_pod(
+            "p",
+            "application/json-patch+json",
+            &json!([{"op": "test", "path": "/metadata/labels/c", "value": "nope"}]),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    // Apply patches need a field manager; other content types are 415.
+    let r = http
+        .patch_pod("p", "application/apply-patch+yaml", &json!({}))
+        .await;
+    assert_status(&r, 400, "BadRequest");
+    let r = http.patch_pod("p", "text/plain", &json!({})).await;
+    assert_status(&r, 415, "UnsupportedMediaType");
+}
+
+#[tokio::test]
+async fn pod_invalid_label_value_or_key_is_422_invalid_with_causes() {
+    let (ts, http) = setup().await;
+    let before = ts.put_pod("ns", "p", &[("app", "x")]);
+    let r = http
+        .patch_pod(
+            "p",
+            MERGE,
+            &json!({"metadata": {"labels": {"leaderd.io/leader": "bad value!"}}}),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    let msg = r#"Invalid value: "bad value!": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"#;
+    assert_eq!(
+        r.message(),
+        format!("Pod \"p\" is invalid: metadata.labels: {msg}")
+    );
+    let cause = json!({"reason": "FieldValueInvalid", "message": msg, "field": "metadata.labels"});
+    assert_eq!(
+        r.json()["details"],
+        json!({"name": "p", "kind": "Pod", "causes": [cause.clone(), cause]})
+    );
+    // Too long, and a bad key.
+    let r = http
+        .patch_pod(
+            "p",
+            MERGE,
+            &json!({"metadata": {"labels": {"k": "v".repeat(64)}}}),
+        )
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert!(r.message().contains("must be no more than 63 characters"));
+    let r = http
+        .patch_pod("p", MERGE, &json!({"metadata": {"labels": {"-bad": "v"}}}))
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert!(
+        r.message().starts_with(
+            "Pod \"p\" is invalid: metadata.labels: Invalid value: \"-bad\": name part must consist of"
+        ),
+        "{}",
+        r.message()
+    );
+    // A non-string label value does not decode: 422 on the field "patch".
+    let r = http
+        .patch_pod("p", MERGE, &json!({"metadata": {"labels": {"k": 1}}}))
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(r.json()["details"]["causes"][0]["field"], "patch");
+    // Nothing was stored.
+    assert_eq!(ts.pod("ns", "p").unwrap(), before);
+}
+
+#[tokio::test]
+async fn pod_patch_guards_resource_version_uid_spec_and_status() {
+    let (ts, http) = setup().await;
+    let created = ts.put_pod("ns", "p", &[]);
+    let rv0 = created["metadata"]["resourceVersion"].as_str().unwrap();
+    http.patch_pod("p", MERGE, &json!({"metadata": {"labels": {"a": "1"}}}))
+        .await;
+    // A stale resourceVersion in a merge patch is a precondition.
+    let r = http
+        .patch_pod(
+            "p",
+            MERGE,
+            &json!({"metadata": {"resourceVersion": rv0, "labels": {"a": "2"}}}),
+        )
+        .await;
+    assert_status(&r, 409, "Conflict");
+    assert_eq!(
+        r.message(),
+        "Operation cannot be fulfilled on pods \"p\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    assert_eq!(r.json()["details"], json!({"name": "p", "kind": "pods"}));
+    // Another uid: immutable.
+    let r = http
+        .patch_pod("p", MERGE, &json!({"metadata": {"uid": "other"}}))
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(r.json()["details"]["causes"][0]["field"], "metadata.uid");
+    // Spec fields other than images may not change.
+    let r = http
+        .patch_pod("p", MERGE, &json!({"spec": {"restartPolicy": "Never"}}))
+        .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(
+        r.json()["details"]["causes"][0]["reason"],
+        "FieldValueForbidden"
+    );
+    assert!(r.message().starts_with(
+        "Pod \"p\" is invalid: spec: Forbidden: pod updates may not change fields other than"
+    ));
+    let r = http
+        .patch_pod(
+            "p",
+            "application/strategic-merge-patch+json",
+            &json!({"spec": {"containers": [{"name": "app", "image": "new:2"}]}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["spec"]["containers"][0]["image"], "new:2");
+    // The status is not written through the pod itself.
+    let r = http
+        .patch_pod("p", MERGE, &json!({"status": {"phase": "Running"}}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"]["phase"], "Pending");
+    // A name in the patch that differs from the URL: 400.
+    let r = http
+        .patch_pod("p", MERGE, &json!({"metadata": {"name": "q"}}))
+        .await;
+    assert_status(&r, 400, "BadRequest");
+}
+
+#[tokio::test]
+async fn pod_collection_and_other_verbs_are_405_and_subresources_404() {
+    let (ts, http) = setup().await;
+    ts.put_pod("ns", "p", &[]);
+    for (method, path) in [
+        ("GET", PODS.to_string()),
+        ("POST", PODS.to_string()),
+        ("GET", "/api/v1/pods".to_string()),
+        ("PUT", pod_path("p")),
+        ("DELETE", pod_path("p")),
+    ] {
+        let r = http
+            .send(method, &path, Some("application/json"), "{}")
+            .await;
+        assert_status(&r, 405, "MethodNotAllowed");
+    }
+    let r = http.get(&format!("{}/status", pod_path("p"))).await;
+    assert_status(&r, 404, "NotFound");
+    assert!(ts.pod("ns", "p").is_some());
+}
+
+#[tokio::test]
+async fn partition_holds_pod_requests_until_heal() {
+    let (ts, _) = setup().await;
+    ts.put_pod("ns", "p", &[]);
+    let ts = std::sync::Arc::new(ts);
+    let http = std::sync::Arc::new(Http::new(&ts, "cut"));
+    ts.partition("cut");
+    let h = http.clone();
+    let mut pending = tokio::spawn(async move {
+        h.patch_pod("p", MERGE, &json!({"metadata": {"labels": {"l": "1"}}}))
+            .await
+            .status
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut pending)
+            .await
+            .is_err()
+    );
+    // Held, not applied; others are served meanwhile.
+    assert_eq!(ts.pod_label("ns", "p", "l"), None);
+    assert_eq!(Http::new(&ts, "fine").get(&pod_path("p")).await.status, 200);
+    let rec = &ts.requests()[0];
+    assert_eq!(
+        (
+            rec.client.as_str(),
+            rec.verb.as_str(),
+            rec.resource.as_str(),
+            rec.status
+        ),
+        ("cut", "patch", "pods", 0)
+    );
+    ts.heal("cut");
+    assert_eq!(pending.await.unwrap(), 200);
+    assert_eq!(ts.pod_label("ns", "p", "l").as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn pod_requests_go_through_error_rate_garbage_latency_and_deny() {
+    let (ts, http) = setup().await;
+    ts.put_pod("ns", "p", &[]);
+    ts.set_error_rate(Some("tok"), 1.0, 503);
+    assert_status(&http.get(&pod_path("p")).await, 503, "ServiceUnavailable");
+    ts.clear_faults();
+    ts.set_garbage("tok", true);
+    let r = http.get(&pod_path("p")).await;
+    assert!(r.status == 200 && serde_json::from_str::<Value>(&r.body).is_err());
+    ts.clear_faults();
+    ts.set_latency("tok", Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    assert_eq!(http.get(&pod_path("p")).await.status, 200);
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    ts.clear_faults();
+
+    // deny_resource: only pod patches, with the core group's RBAC message.
+    ts.deny_resource("tok", "pods", "patch");
+    let r = http
+        .patch_pod("p", MERGE, &json!({"metadata": {"labels": {"l": "1"}}}))
+        .await;
+    assert_status(&r, 403, "Forbidden");
+    assert_eq!(
+        r.message(),
+        r#"pods "p" is forbidden: User "tok" cannot patch resource "pods" in API group "" in the namespace "ns""#
+    );
+    assert_eq!(r.json()["details"], json!({"name": "p", "kind": "pods"}));
+    assert_eq!(http.get(&pod_path("p")).await.status, 200);
+    http.post(&lease("a", "me")).await;
+    let r = http
+        .patch("a", MERGE, &json!({"spec": {"holderIdentity": "x"}}))
+        .await;
+    assert_eq!(r.status, 200, "a lease patch is not denied");
+    // deny: the verb on leases and pods alike.
+    ts.clear_faults();
+    ts.deny("tok", "get");
+    assert_status(&http.get(&pod_path("p")).await, 403, "Forbidden");
+    assert_status(&http.get(&obj_path("a")).await, 403, "Forbidden");
+}
+
+#[tokio::test]
+async fn requests_record_the_resource_they_address() {
+    let (ts, http) = setup().await;
+    ts.put_pod("ns", "p", &[]);
+    http.get(&obj_path("a")).await;
+    http.patch_pod("p", MERGE, &json!({"metadata": {"labels": {"l": "1"}}}))
+        .await;
+    http.get(&pod_path("p")).await;
+    http.send(
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/ns/events",
+        Some("application/json"),
+        &json!({"metadata": {"name": "e"}}).to_string(),
+    )
+    .await;
+    http.get("/version").await;
+    let recs: Vec<(String, String, u16)> = ts
+        .requests()
+        .into_iter()
+        .map(|r| (r.resource, r.verb, r.status))
+        .collect();
+    assert_eq!(
+        recs,
+        vec![
+            ("leases".into(), "get".into(), 404),
+            ("pods".into(), "patch".into(), 200),
+            ("pods".into(), "get".into(), 200),
+            ("events".into(), "create".into(), 201),
+            ("".into(), "get".into(), 200),
+        ]
+    );
+    let pod_patches = ts
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "pods" && r.verb == "patch")
+        .count();
+    assert_eq!(pod_patches, 1);
+}
+
+#[tokio::test]
+async fn wait_pod_label_wakes_on_the_patch_and_times_out_otherwise() {
+    let (ts, http) = setup().await;
+    ts.put_pod("ns", "p", &[]);
+    let ts = std::sync::Arc::new(ts);
+    // Already true: at once.
+    assert!(
+        ts.wait_pod_label_absent("ns", "p", "l", Duration::ZERO)
+            .await
+    );
+    // Not true and nothing changes: false after the timeout.
+    assert!(
+        !ts.wait_pod_label("ns", "p", "l", "1", Duration::from_millis(100))
+            .await
+    );
+    assert!(
+        !ts.wait_pod_label_absent("ns", "missing", "l", Duration::from_millis(50))
+            .await
+    );
+    let waiter = {
+        let ts = ts.clone();
+        tokio::spawn(async move { ts.wait_pod_label("ns", "p", "l", "1", PROMPT).await })
+    };
+    // An unrelated write wakes it without satisfying it.
+    ts.put_pod("ns", "other", &[]);
+    let started = std::time::Instant::now();
+    http.patch_pod("p", MERGE, &json!({"metadata": {"labels": {"l": "1"}}}))
+        .await;
+    assert!(waiter.await.unwrap());
+    assert!(started.elapsed() < PROMPT);
+    let waiter = {
+        let ts = ts.clone();
+        tokio::spawn(async move { ts.wait_pod_label_absent("ns", "p", "l", PROMPT).await })
+    };
+    http.patch_pod("p", MERGE, &json!({"metadata": {"labels": {"l": null}}}))
+        .await;
+    assert!(waiter.await.unwrap());
+}
+
+#[tokio::test]
+async fn kube_client_pod_round_trip_get_and_patch_labels() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let ts = TestServer::start().await.unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&ts.kubeconfig_yaml("pod-tok", "kns")).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(cfg).unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(client);
+
+    let err = pods.get("me").await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"),
+        "{err:?}"
+    );
+    assert!(pods.get_opt("me").await.unwrap().is_none());
+    ts.put_pod("kns", "me", &[("app", "demo")]);
+    let got = pods.get("me").await.unwrap();
+    assert_eq!(got.metadata.labels.as_ref().unwrap()["app"], "demo");
+    let rv = got.metadata.resource_version.clone().unwrap();
+
+    // Exactly leaderd's call.
+    let patched = pods
+        .patch(
+            "me",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"leaderd.io/leader": "true"}}})),
+        )
+        .await
+        .unwrap();
+    let labels = patched.metadata.labels.clone().unwrap();
+    assert_eq!(labels["leaderd.io/leader"], "true");
+    assert_eq!(labels["app"], "demo");
+    assert_ne!(
+        patched.metadata.resource_version.as_deref(),
+        Some(rv.as_str())
+    );
+    assert_eq!(
+        patched.spec.as_ref().unwrap().containers[0].name,
+        "app".to_string()
+    );
+    let again = pods.get("me").await.unwrap();
+    assert_eq!(again.metadata, patched.metadata);
+
+    let cleared = pods
+        .patch(
+            "me",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"metadata": {"labels": {"leaderd.io/leader": null}}})),
+        )
+        .await
+        .unwrap();
+    assert!(!cleared
+        .metadata
+        .labels
+        .unwrap()
+        .contains_key("leaderd.io/leader"));
+
+    let err = pods
+        .patch(
+            "me",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"leaderd.io/leader": "no way"}}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422 && s.reason == "Invalid"),
+        "{err:?}"
+    );
+    assert!(ts.requests().iter().all(|r| r.client == "pod-tok"));
+    assert_eq!(
+        ts.requests()
+            .iter()
+            .filter(|r| r.resource == "pods" && r.verb == "patch")
+            .count(),
+        3
+    );
+    ts.shutdown().await;
 }

@@ -31,7 +31,7 @@ impl DecodeError {
 }
 
 /// The first character json-iterator would complain about.
-fn found(v: &Value) -> char {
+pub(super) fn found(v: &Value) -> char {
     match v {
         Value::Null => 'n',
         Value::Bool(true) => 't',
@@ -43,7 +43,7 @@ fn found(v: &Value) -> char {
     }
 }
 
-fn json_type(v: &Value) -> &'static str {
+pub(super) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -54,11 +54,11 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn field_err(path: &str, detail: String) -> DecodeError {
+pub(super) fn field_err(path: &str, detail: String) -> DecodeError {
     DecodeError::Field(format!("{path}: {detail}"))
 }
 
-fn read_string(v: &Value, path: &str) -> Result<Option<String>, DecodeError> {
+pub(super) fn read_string(v: &Value, path: &str) -> Result<Option<String>, DecodeError> {
     match v {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s.clone())),
@@ -98,7 +98,10 @@ fn read_int32(v: &Value, path: &str) -> Result<Option<i64>, DecodeError> {
     ))
 }
 
-fn read_string_map(v: &Value, path: &str) -> Result<Option<Map<String, Value>>, DecodeError> {
+pub(super) fn read_string_map(
+    v: &Value,
+    path: &str,
+) -> Result<Option<Map<String, Value>>, DecodeError> {
     match v {
         Value::Null => Ok(None),
         Value::Object(m) => {
@@ -356,6 +359,146 @@ fn dns1123_label_errors(s: &str) -> Vec<String> {
     }
     if !is_dns1123_label(s) {
         errs.push(DNS1123_LABEL_MSG.to_string());
+    }
+    errs
+}
+
+const QUALIFIED_NAME_FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
+const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+/// `TotalAnnotationSizeLimitB`.
+const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+
+/// Go's `RegexError(msg, fmt, examples...)`, double spaces before "or" included.
+fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
+    if examples.is_empty() {
+        return format!("{msg} (regex used for validation is '{fmt}')");
+    }
+    let mut out = format!("{msg} (e.g. ");
+    for (i, e) in examples.iter().enumerate() {
+        if i > 0 {
+            out.push_str(" or ");
+        }
+        out.push_str(&format!("'{e}', "));
+    }
+    out.push_str(&format!("regex used for validation is '{fmt}')"));
+    out
+}
+
+/// `^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`.
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    let ext = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|&c| ext(c))
+}
+
+/// `IsQualifiedName`: a label or annotation key, `[prefix/]name` (messages empty when valid).
+pub(super) fn qualified_name_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                for msg in dns1123_subdomain_errors(prefix) {
+                    errs.push(format!("prefix part {msg}"));
+                }
+            }
+            *name
+        }
+        _ => {
+            return vec![format!(
+                "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            )]
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".to_string());
+    }
+    if !is_qualified_name_part(name) {
+        errs.push(format!(
+            "name part {}",
+            regex_error(
+                QUALIFIED_NAME_ERR,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
+        ));
+    }
+    errs
+}
+
+/// `IsValidLabelValue` (messages empty when valid).
+pub(super) fn label_value_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !value.is_empty() && !is_qualified_name_part(value) {
+        errs.push(regex_error(
+            LABEL_VALUE_ERR,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
+    }
+    errs
+}
+
+/// `ValidateLabels(labels, field)`: every error is on the map's path (not on the key), the key's
+/// errors before the value's. Go walks the map in random order; this walks it by key.
+pub(super) fn validate_labels(labels: Option<&Map<String, Value>>, field: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let Some(labels) = labels else {
+        return errs;
+    };
+    let mut keys: Vec<&String> = labels.keys().collect();
+    keys.sort();
+    for k in keys {
+        for msg in qualified_name_errors(k) {
+            errs.push(FieldError::invalid(field, &go_quote(k), &msg));
+        }
+        let v = labels.get(k).and_then(Value::as_str).unwrap_or("");
+        for msg in label_value_errors(v) {
+            errs.push(FieldError::invalid(field, &go_quote(v), &msg));
+        }
+    }
+    errs
+}
+
+/// `ValidateAnnotations(annotations, field)`: keys are qualified names (checked lowercased), and
+/// keys plus values stay within 256 KiB.
+pub(super) fn validate_annotations(
+    annotations: Option<&Map<String, Value>>,
+    field: &str,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let Some(annotations) = annotations else {
+        return errs;
+    };
+    let mut keys: Vec<&String> = annotations.keys().collect();
+    keys.sort();
+    let mut total = 0usize;
+    for k in keys {
+        for msg in qualified_name_errors(&k.to_lowercase()) {
+            errs.push(FieldError::invalid(field, &go_quote(k), &msg));
+        }
+        total += k.len()
+            + annotations
+                .get(k)
+                .and_then(Value::as_str)
+                .map_or(0, str::len);
+    }
+    if total > ANNOTATIONS_MAX_BYTES {
+        errs.push(FieldError::too_long(field, ANNOTATIONS_MAX_BYTES));
     }
     errs
 }
@@ -685,6 +828,64 @@ mod tests {
             e.message(),
             "Lease in version \"v1\" cannot be handled as a Lease: v1.Lease.Spec: v1.LeaseSpec.LeaseDurationSeconds: ReadInt32: overflow: 99999999999"
         );
+    }
+
+    #[test]
+    fn label_keys_and_values_follow_is_qualified_name_and_is_valid_label_value() {
+        for ok in [
+            "a",
+            "app.kubernetes.io/name",
+            "leaderd.io/leader",
+            "A_b-c.D",
+            "x/y",
+        ] {
+            assert!(qualified_name_errors(ok).is_empty(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a/b/c",
+            "/a",
+            "a/",
+            "Bad.Prefix/a",
+            &"a".repeat(64),
+        ] {
+            assert!(!qualified_name_errors(bad).is_empty(), "{bad}");
+        }
+        assert_eq!(
+            qualified_name_errors("/a"),
+            vec!["prefix part must be non-empty".to_string()]
+        );
+        for ok in ["", "true", "My_value.1", &"v".repeat(63)] {
+            assert!(label_value_errors(ok).is_empty(), "{ok}");
+        }
+        assert_eq!(
+            label_value_errors("bad value!"),
+            vec!["a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')".to_string()]
+        );
+        assert_eq!(label_value_errors(&"v".repeat(64)).len(), 1);
+        assert_eq!(label_value_errors(&"-".repeat(64)).len(), 2);
+        assert_eq!(label_value_errors("ünï").len(), 1);
+    }
+
+    #[test]
+    fn validate_labels_puts_every_error_on_the_map_path() {
+        let labels = json!({"ok": "fine", "-k": "v", "k": "-v"});
+        let errs = validate_labels(labels.as_object(), "metadata.labels");
+        assert_eq!(errs.len(), 2);
+        assert!(errs.iter().all(|e| e.field == "metadata.labels"));
+        assert!(errs[0].body.starts_with("Invalid value: \"-k\": name part"));
+        assert!(errs[1]
+            .body
+            .starts_with("Invalid value: \"-v\": a valid label"));
+        let big = json!({"k": "x".repeat(300 * 1024)});
+        assert_eq!(
+            validate_annotations(big.as_object(), "metadata.annotations")[0].body,
+            "Too long: must have at most 262144 bytes"
+        );
+        let ann = json!({"Example.COM/Key": "anything goes: !"});
+        assert!(validate_annotations(ann.as_object(), "metadata.annotations").is_empty());
     }
 
     #[test]
