@@ -117,6 +117,28 @@ print(bad)
 sys.exit(1 if bad else 0)
 PY
 
+check "every values.yaml key is in the chart README's values table, and every row is a key" "${PY[@]}" - <<'PY'
+import re, sys, yaml
+values = yaml.safe_load(open("charts/leaderd/values.yaml"))
+# Maps the README summarises as "see values.yaml" (their keys are documented in values.yaml).
+SUMMARISED = {"resources", "securityContext", "example.resources"}
+keys = []
+def walk(node, path):
+    for k, v in node.items():
+        p = f"{path}.{k}" if path else k
+        if p in SUMMARISED or not isinstance(v, dict) or not v:
+            keys.append(p)
+        else:
+            walk(v, p)
+walk(values, "")
+readme = open("charts/leaderd/README.md").read()
+rows = re.findall(r"(?m)^\| `([A-Za-z0-9_.-]+)` \|", readme.split("## Values", 1)[-1])
+missing = [k for k in keys if k not in rows]
+stale = [r for r in rows if r not in keys]
+print("missing rows:", missing, "rows without a key:", stale)
+sys.exit(1 if missing or stale else 0)
+PY
+
 # --- lint ----------------------------------------------------------------------------------
 echo "== lint"
 check "helm 4 lint --strict" "$HELM" lint --strict "$CHART"
@@ -124,6 +146,10 @@ check "helm 4 lint --strict (demo + monitoring on)" "$HELM" lint --strict "$CHAR
   --set example.enabled=true --set monitoring.podMonitor.enabled=true --set monitoring.podMonitor.force=true \
   --set monitoring.prometheusRule.enabled=true --set monitoring.prometheusRule.force=true \
   --set monitoring.grafanaDashboard.enabled=true
+check "helm 4 lint --strict (pod label, leader Service, hooks, notify, on-lost, priority)" "$HELM" lint --strict "$CHART" \
+  --set example.enabled=true --set podLabel.enabled=true --set example.leaderService.enabled=true \
+  --set hooks.onStartedLeading=/hooks/started --set notifyUrl=http://127.0.0.1:8080/leader \
+  --set onLost=exit --set election.priority=5
 check "helm 3 lint --strict" "$HELM3" lint --strict "$CHART"
 
 # --- schema rejects typos ------------------------------------------------------------------
@@ -145,13 +171,60 @@ fails_with "bad enum --set logging.format=yaml fails on the schema" "logging/for
 fails_with "bad lease name --set lease.name=Bad_Name fails on the schema" "lease/name" --set lease.name=Bad_Name
 fails_with "native sidecar on Kubernetes 1.28 fails with a clear message" "needs Kubernetes >= 1.29" --kube-version 1.28.0 --set example.enabled=true --set example.nativeSidecar=true
 fails_with "serviceAccount.create=false without a name fails with a clear message" "serviceAccount.name is required" --set serviceAccount.create=false
+fails_with "bad enum --set onLost=restart fails on the schema" "onLost" --set onLost=restart
+fails_with "non-integer --set election.priority=high fails on the schema" "election/priority" --set election.priority=high
+fails_with "https --set notifyUrl=https://... fails on the schema (leaderd posts http:// only)" "notifyUrl" --set notifyUrl=https://127.0.0.1/leader
+fails_with "bad label key --set podLabel.key='-role' fails on the schema" "podLabel/key" --set podLabel.key=-role
+fails_with "bad duration --set hooks.timeout=soon fails on the schema" "hooks/timeout" --set hooks.timeout=soon
+fails_with "volumeMount without mountPath fails on the schema" "extraVolumeMounts" --set 'extraVolumeMounts[0].name=hooks'
+fails_with "a flag the chart already renders, repeated in extraArgs, fails with a clear message" "would get --release-on-shutdown twice" \
+  --set example.enabled=true --set 'extraArgs={--release-on-shutdown=false}'
+fails_with "leader Service without podLabel.enabled fails with a clear message" "needs podLabel.enabled=true" \
+  --set example.enabled=true --set example.leaderService.enabled=true
+fails_with "leader Service without the demo fails with a clear message" "needs example.enabled=true" \
+  --set podLabel.enabled=true --set example.leaderService.enabled=true
 
 # --- the matrix ------------------------------------------------------------------------------
 ALERTS=deploy/prometheus/alerts.yaml
 DASH=deploy/grafana/leaderd.json
 RBAC_KINDS='"Role","RoleBinding","ServiceAccount"'
+# accepts NAME RENDER.yaml: the real binary accepts the args of every rendered leaderd container.
+# leaderd validates every flag before it looks for a cluster, so with no kubeconfig and no
+# in-cluster environment a valid set of args ends in "no cluster connection" (and nothing binds
+# a port); a bad one names the flag. POD_NAME/POD_NAMESPACE stand in for the downward API.
+accepts() {
+  local name="$1" render="$2" i=0 out
+  while IFS= read -r -d '' argsfile; do
+    i=$((i + 1))
+    local args=()
+    mapfile -d '' -t args <"$argsfile"
+    out="$(env -i PATH=/usr/bin:/bin HOME="$TMP" KUBECONFIG="$TMP/no-such-kubeconfig" \
+      POD_NAME=demo-pod-1 POD_NAMESPACE=apps timeout 10 "$LEADERD_BIN" "${args[@]}" 2>&1)"
+    if grep -q "no cluster connection" <<<"$out"; then
+      ok "[$name] leaderd accepts the rendered args (container $i: validation passed, then no cluster)"
+    else
+      bad "[$name] leaderd accepts the rendered args (container $i)" "$out"
+    fi
+  done < <("${PY[@]}" - "$render" "$TMP/${name//\//-}.args" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+n = 0
+for d in docs:
+    pod = d.get("spec", {}).get("template", {}).get("spec", {})
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        if c.get("name") == "leaderd":
+            n += 1
+            path = f"{sys.argv[2]}.{n}"
+            with open(path, "wb") as f:
+                for a in c.get("args", []):
+                    f.write(str(a).encode() + b"\0")
+            sys.stdout.write(path + "\0")
+PY
+)
+}
+
 # case NAME 'SPEC-JSON' HELM-ARGS...: render with Helm 4 (release "demo"), validate, assert,
-# and check Helm 3 renders the same.
+# run the binary on the rendered args, and check Helm 3 renders the same.
 case_() {
   local name="$1" spec="$2"; shift 2
   local out="$TMP/$name.yaml" err
@@ -172,6 +245,7 @@ case_() {
       *) bad "[$name] assertion script: $line" ;;
     esac
   done < <("${PY[@]}" scripts/lib/assert_render.py "$out" "$HELP" "$spec" 2>&1)
+  accepts "$name" "$out"
   if err="$(diff <("$HELM3" template demo "$CHART" --namespace apps "$@" 2>&1) "$out")"; then
     ok "[$name] helm 3 renders the same"
   else
@@ -210,10 +284,37 @@ case_ existing-service-account "{\"kinds\":[\"Role\",\"RoleBinding\",\"Deploymen
 case_ pod-labeling "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
   \"pods\":true,\"sidecar\":\"containers\",\"probes\":true}" --set example.enabled=true --set podLabel.enabled=true
 
+case_ pod-label-key-and-leader-service "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"Service\"],\"lease\":\"demo-leaderd\",
+  \"sa\":\"demo-leaderd\",\"pods\":true,\"pod_label_key\":\"example.com/leader-role\",\"sidecar\":\"containers\",\"probes\":true,
+  \"leader_service\":{\"name\":\"demo-leaderd-leader\",\"port\":9464}}" \
+  --set example.enabled=true --set podLabel.enabled=true --set podLabel.key=example.com/leader-role \
+  --set example.leaderService.enabled=true
+
+case_ pod-label-lease-elsewhere "{\"kinds\":[$RBAC_KINDS,\"Role\",\"RoleBinding\",\"Deployment\"],\"lease\":\"demo-leaderd\",
+  \"sa\":\"demo-leaderd\",\"pods\":true,\"pod_role_namespace\":\"apps\",\"sidecar\":\"containers\",\"probes\":true,
+  \"args\":{}}" \
+  --set example.enabled=true --set podLabel.enabled=true --set lease.namespace=leases
+
+# Hooks with quoting and a kubelet $(VAR) reference, the notify URL, --on-lost=exit, a negative
+# priority and a volume for hook binaries, in the native sidecar.
+case_ hooks-notify-on-lost-priority "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sidecar\":\"initContainers\",\"probes\":true,
+  \"args\":{\"--priority\":\"-3\",\"--on-started-leading\":\"/hooks/bin/notify 'started leading' \$(POD_NAME)\",
+    \"--on-stopped-leading\":\"/hooks/bin/notify stopped\",\"--on-new-leader\":\"/hooks/bin/notify \\\"new leader\\\"\",
+    \"--hook-timeout\":\"5s\",\"--notify-url\":\"http://127.0.0.1:8080/leader\",\"--on-lost\":\"exit\"},
+  \"volume_mounts\":[{\"name\":\"hooks\",\"mountPath\":\"/hooks\",\"readOnly\":true}]}" \
+  --set example.enabled=true --set example.nativeSidecar=true --set election.priority=-3 \
+  --set-string "hooks.onStartedLeading=/hooks/bin/notify 'started leading' \$(POD_NAME)" \
+  --set-string "hooks.onStoppedLeading=/hooks/bin/notify stopped" \
+  --set-string 'hooks.onNewLeader=/hooks/bin/notify "new leader"' \
+  --set hooks.timeout=5s --set notifyUrl=http://127.0.0.1:8080/leader --set onLost=exit \
+  --set 'extraVolumeMounts[0].name=hooks' --set 'extraVolumeMounts[0].mountPath=/hooks' \
+  --set 'extraVolumeMounts[0].readOnly=true'
+
 case_ events-off "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"jobs\",\"sa\":\"demo-leaderd\",
   \"events\":false,\"sidecar\":\"containers\",\"probes\":true}" \
   --set example.enabled=true --set events.enabled=false --set lease.name=jobs \
-  --set logging.format=json --set logging.level=debug --set 'extraArgs={--release-on-shutdown=false}'
+  --set logging.format=json --set election.releaseOnShutdown=false --set 'extraArgs={--log-level=debug}'
 
 case_ loopback-metrics-no-probes "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
   \"sidecar\":\"containers\",\"probes\":false}" --set example.enabled=true --set metrics.bindAddress=127.0.0.1
@@ -230,7 +331,7 @@ name: myapp
 version: 1.0.0
 dependencies:
   - name: leaderd
-    version: 0.1.0
+    version: 0.2.0
     repository: file://../leaderd
 EOF
 printf 'leaderd:\n  lease:\n    name: myapp\n' >"$P/values.yaml"
@@ -265,6 +366,7 @@ for h in "$HELM" "$HELM3"; do
       esac
     done < <("${PY[@]}" scripts/lib/assert_render.py "$TMP/parent.yaml" "$HELP" \
       "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"myapp\",\"sa\":\"demo-leaderd\",\"sidecar\":\"containers\",\"probes\":true}" 2>&1)
+    accepts "parent/$v" "$TMP/parent.yaml"
   else
     bad "[parent/$v] helm template of a parent chart including leaderd.container" "$err"
   fi

@@ -68,5 +68,10 @@ For your own workload copy the `leaderd` container from `example-deployment.yaml
 the pods as the ServiceAccount `leaderd`; the RBAC names the Lease `leaderd-example` in
 `resourceNames`, so rename it there too. In another namespace, replace `default` everywhere
 (including the RoleBinding's subject).
+
+These files keep the chart's defaults: no pod label, hooks, notify URL, `--on-lost` or priority.
+For the leader pod label and a Service that reaches only the leader, render the chart with
+`--set podLabel.enabled=true --set example.leaderService.enabled=true` (it adds `--label-pod`, the
+namespace-wide `pods: get, patch` rule and the Service; see `docs/operations.md`).
 MD
 echo "rendered $out/: $(cd "$out" && ls ./*.yaml | sed 's|^\./||' | tr '\n' ' ')"

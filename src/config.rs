@@ -11,6 +11,13 @@ use crate::election::Params;
 /// Exit code for bad flags or environment (`EX_USAGE` from sysexits.h).
 pub const EXIT_USAGE: u8 = 64;
 
+/// Exit code with `--on-lost=exit` when leadership was lost without a release
+/// (`EX_TEMPFAIL` from sysexits.h: the kubelet restarts the container).
+pub const EXIT_LOST: u8 = 75;
+
+/// The default key of the pod label set by `--label-pod`.
+pub const DEFAULT_POD_LABEL_KEY: &str = "leaderd.io/role";
+
 /// leaderd: campaign for a Kubernetes Lease and tell the app, on localhost, whether it leads.
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +66,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// What to do when leadership is lost without a release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnLost {
+    /// Keep running as a follower (and campaign again).
+    None,
+    /// Exit with code 75 so that the kubelet restarts the container (see docs/operations.md
+    /// for stopping the app with it).
+    Exit,
+}
+
 /// The sidecar's flags; each also reads `LEADERD_<FLAG>`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -99,6 +116,68 @@ pub struct RunArgs {
     /// Log filter (tracing's EnvFilter syntax); RUST_LOG is used when this is not given.
     #[arg(long, env = "LEADERD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Priority for handover: a candidate whose priority is higher than the leader's is handed
+    /// the lease (gracefully). Equal priorities never hand over.
+    #[arg(
+        long,
+        env = "LEADERD_PRIORITY",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub priority: i32,
+    /// Label this pod (POD_NAME, in POD_NAMESPACE) `<key>=leader|follower` on every transition;
+    /// needs RBAC get and patch on pods. Failures never affect the election.
+    #[arg(long, env = "LEADERD_LABEL_POD", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub label_pod: bool,
+    /// The pod to label with --label-pod (the chart sets POD_NAME from the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The label key set by --label-pod.
+    #[arg(long, env = "LEADERD_POD_LABEL_KEY", default_value = DEFAULT_POD_LABEL_KEY)]
+    pub pod_label_key: String,
+    /// Command run (no shell; quote like sh) when this candidate starts leading.
+    #[arg(long, env = "LEADERD_ON_STARTED_LEADING")]
+    pub on_started_leading: Option<String>,
+    /// Command run when this candidate stops leading.
+    #[arg(long, env = "LEADERD_ON_STOPPED_LEADING")]
+    pub on_stopped_leading: Option<String>,
+    /// Command run when the holder named by the Lease changes.
+    #[arg(long, env = "LEADERD_ON_NEW_LEADER")]
+    pub on_new_leader: Option<String>,
+    /// Time limit of each hook run; a hook still running then is killed.
+    #[arg(long, env = "LEADERD_HOOK_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub hook_timeout: Duration,
+    /// POST the /leader JSON to this http:// URL (the app, on localhost) on every change,
+    /// retried with backoff.
+    #[arg(long, env = "LEADERD_NOTIFY_URL")]
+    pub notify_url: Option<String>,
+    /// What to do when leadership is lost without a release: none, or exit (code 75).
+    #[arg(long, env = "LEADERD_ON_LOST", value_enum, default_value_t = OnLost::None)]
+    pub on_lost: OnLost,
+}
+
+/// `--label-pod`: which pod, and the label key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodLabel {
+    /// The pod's name (POD_NAME).
+    pub pod: String,
+    /// The pod's namespace (POD_NAMESPACE), else the Lease's.
+    pub namespace: Option<String>,
+    /// The label key.
+    pub key: String,
+}
+
+/// The hooks: commands as argv, and their time limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// `--on-started-leading`.
+    pub started_leading: Option<Vec<String>>,
+    /// `--on-stopped-leading`.
+    pub stopped_leading: Option<Vec<String>>,
+    /// `--on-new-leader`.
+    pub new_leader: Option<Vec<String>>,
+    /// `--hook-timeout`.
+    pub timeout: Duration,
 }
 
 /// A validated configuration of the sidecar.
@@ -122,6 +201,14 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: Option<String>,
+    /// `--label-pod`, when on.
+    pub pod_label: Option<PodLabel>,
+    /// Hooks.
+    pub hooks: Hooks,
+    /// `--notify-url`.
+    pub notify_url: Option<http::Uri>,
+    /// `--on-lost`.
+    pub on_lost: OnLost,
 }
 
 /// A configuration error: the message names the flag and the fix.
@@ -153,6 +240,38 @@ pub enum ConfigError {
     /// Same address for both listeners.
     #[error("--http-addr and --metrics-addr are both {0}: give them different ports")]
     SameAddr(SocketAddr),
+    /// Any other flag with a bad value; the message names the flag and the fix.
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// Whether `key` is a valid Kubernetes label key (`[prefix/]name`).
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    name_ok && prefix.is_none_or(is_dns_subdomain)
+}
+
+fn hook(flag: &str, cmd: Option<String>) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(cmd) = cmd else { return Ok(None) };
+    match shlex::split(&cmd) {
+        Some(argv) if !argv.is_empty() => Ok(Some(argv)),
+        Some(_) => Err(ConfigError::Bad(format!(
+            "--{flag} is empty: give a command, e.g. --{flag} '/bin/notify started'"
+        ))),
+        None => Err(ConfigError::Bad(format!(
+            "--{flag} {cmd:?} has unbalanced quotes: quote it like a POSIX shell would"
+        ))),
+    }
 }
 
 fn is_dns_label(s: &str, max: usize) -> bool {
@@ -245,6 +364,50 @@ impl RunArgs {
         if self.http_addr == self.metrics_addr && self.http_addr.port() != 0 {
             return Err(ConfigError::SameAddr(self.http_addr));
         }
+        let pod_label = if self.label_pod {
+            if !is_label_key(&self.pod_label_key) {
+                return Err(ConfigError::Bad(format!(
+                    "--pod-label-key {:?} is not a valid label key: use [prefix/]name, e.g. {DEFAULT_POD_LABEL_KEY}",
+                    self.pod_label_key
+                )));
+            }
+            let pod = self.pod_name.clone().or_else(|| env("POD_NAME")).filter(|s| !s.is_empty()).ok_or_else(|| {
+                ConfigError::Bad("--label-pod needs the pod's name: set POD_NAME from the downward API (fieldRef: metadata.name) or pass --pod-name".to_owned())
+            })?;
+            Some(PodLabel {
+                pod,
+                namespace: env("POD_NAMESPACE").filter(|s| !s.is_empty()),
+                key: self.pod_label_key,
+            })
+        } else {
+            None
+        };
+        let hooks = Hooks {
+            started_leading: hook("on-started-leading", self.on_started_leading)?,
+            stopped_leading: hook("on-stopped-leading", self.on_stopped_leading)?,
+            new_leader: hook("on-new-leader", self.on_new_leader)?,
+            timeout: self.hook_timeout,
+        };
+        if hooks.timeout.is_zero() {
+            return Err(ConfigError::Bad(
+                "--hook-timeout must be greater than 0: use e.g. 30s".to_owned(),
+            ));
+        }
+        let notify_url = match self.notify_url {
+            None => None,
+            Some(u) => {
+                let bad = || {
+                    ConfigError::Bad(format!(
+                        "--notify-url {u:?} is not an http:// URL: use e.g. http://127.0.0.1:8080/leader"
+                    ))
+                };
+                let uri: http::Uri = u.parse().map_err(|_| bad())?;
+                if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                    return Err(bad());
+                }
+                Some(uri)
+            }
+        };
         Ok(Settings {
             lease_name,
             namespace,
@@ -253,6 +416,7 @@ impl RunArgs {
                 lease_duration: d,
                 renew_deadline: r,
                 retry_period: p,
+                priority: i64::from(self.priority),
             },
             http_addr: self.http_addr,
             metrics_addr: self.metrics_addr,
@@ -260,6 +424,10 @@ impl RunArgs {
             emit_events: self.emit_events,
             log_format: self.log_format,
             log_level: self.log_level,
+            pod_label,
+            hooks,
+            notify_url,
+            on_lost: self.on_lost,
         })
     }
 }
@@ -365,6 +533,58 @@ mod tests {
     #[test]
     fn missing_lease_name_says_how_to_set_it() {
         assert_eq!(parse(&[]).unwrap_err(), ConfigError::MissingLeaseName);
+    }
+
+    #[test]
+    fn feature_flags_are_validated_with_the_fix() {
+        let e = parse(&["--lease-name", "x", "--label-pod"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--label-pod needs the pod's name"),
+            "{e}"
+        );
+        let cli = Cli::try_parse_from(["leaderd", "--lease-name", "x", "--label-pod"]).unwrap();
+        let s = cli
+            .run
+            .validate(|k| (k == "POD_NAME").then(|| "p-1".into()), || None)
+            .unwrap();
+        assert_eq!(s.pod_label.unwrap().key, DEFAULT_POD_LABEL_KEY);
+        let e = parse(&[
+            "--lease-name",
+            "x",
+            "--label-pod=true",
+            "--pod-label-key",
+            "bad key",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--pod-label-key"), "{e}");
+        let e = parse(&["--lease-name", "x", "--on-started-leading", "echo 'x"]).unwrap_err();
+        assert!(e.to_string().contains("unbalanced quotes"), "{e}");
+        let e = parse(&["--lease-name", "x", "--notify-url", "https://a/b"]).unwrap_err();
+        assert!(e.to_string().starts_with("--notify-url"), "{e}");
+        let s = parse(&[
+            "--lease-name",
+            "x",
+            "--on-new-leader",
+            "/bin/sh -c 'echo \"$LEADERD_LEADER\"'",
+            "--notify-url",
+            "http://127.0.0.1:8080/leader",
+            "--priority",
+            "-3",
+            "--on-lost",
+            "exit",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.hooks.new_leader.unwrap(),
+            ["/bin/sh", "-c", "echo \"$LEADERD_LEADER\""]
+        );
+        assert_eq!(s.params.priority, -3);
+        assert_eq!(s.on_lost, OnLost::Exit);
+        assert!(is_label_key("leaderd.io/role"));
+        assert!(is_label_key("role"));
+        assert!(!is_label_key("-role"));
+        assert!(!is_label_key("Bad_Prefix/role"));
     }
 
     #[test]

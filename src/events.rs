@@ -7,7 +7,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::election::{LossReason, Transition};
+use crate::election::Transition;
 
 /// Post an Event for each transition received on `rx`, until the channel closes.
 pub async fn publish(
@@ -33,7 +33,9 @@ pub async fn publish(
     };
     let mut failures = 0u64;
     while let Some(t) = rx.recv().await {
-        let event = event_for(&identity, &t);
+        let Some(event) = event_for(&identity, &t) else {
+            continue;
+        };
         match recorder.publish(&event, &reference).await {
             Ok(()) => debug!(reason = %event.reason, "posted event"),
             Err(e) => {
@@ -49,9 +51,9 @@ pub async fn publish(
     }
 }
 
-/// The Event describing a transition.
-pub fn event_for(identity: &str, t: &Transition) -> Event {
-    match t {
+/// The Event describing a transition of this candidate's own tenure (none for others').
+pub fn event_for(identity: &str, t: &Transition) -> Option<Event> {
+    Some(match t {
         Transition::Acquired { epoch } => Event {
             type_: EventType::Normal,
             reason: "BecameLeader".into(),
@@ -59,8 +61,8 @@ pub fn event_for(identity: &str, t: &Transition) -> Event {
             action: "Acquire".into(),
             secondary: None,
         },
-        Transition::Lost { reason } => Event {
-            type_: if *reason == LossReason::Shutdown {
+        Transition::Lost { reason, .. } => Event {
+            type_: if reason.is_deliberate() {
                 EventType::Normal
             } else {
                 EventType::Warning
@@ -70,5 +72,6 @@ pub fn event_for(identity: &str, t: &Transition) -> Event {
             action: "StepDown".into(),
             secondary: None,
         },
-    }
+        Transition::NewLeader { .. } => return None,
+    })
 }

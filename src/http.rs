@@ -7,6 +7,7 @@
 //! | `GET /leader?wait=30s[&epoch=N]` | long poll: answers once the state differs from when it was asked (or from epoch N), or after the wait |
 //! | `GET /leader/ready` | 200 if this candidate leads, 503 otherwise; body: the `/leader` JSON |
 //! | `GET /leader/stream` | Server-Sent Events: a `leader` event now and on every change, keep-alive comments every 15 s |
+//! | `POST /leader/release` | step down and release the lease (loopback clients only); 200 once the release is written, 409 if not leading, 503 if it could not be written |
 //! | `GET /healthz`  | 200 while the process works (also on the metrics listener)       |
 //! | `GET /readyz`   | 200 once the Lease was observed (led or not), 503 before (also on the metrics listener) |
 //! | anything else   | 404 (unknown path) or 405 (wrong method), with a JSON error body  |
@@ -15,29 +16,31 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::election::{Control, ReleaseOutcome};
 use crate::status::{LeaderView, StatusRx};
 
 /// The longest long-poll wait accepted.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// The router of the app-facing API.
-pub fn router(status: StatusRx) -> Router {
+/// The router of the app-facing API; `control` serves `POST /leader/release` (503 without it).
+pub fn router(status: StatusRx, control: Option<Control>) -> Router {
     Router::new()
         .route("/leader", get(leader))
         .route("/leader/ready", get(leader_ready))
         .route("/leader/stream", get(leader_stream))
         .with_state(status.clone())
+        .route("/leader/release", post(release).with_state(control))
         .merge(probes(status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -149,6 +152,42 @@ async fn leader_stream(
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+async fn release(State(control): State<Option<Control>>, req: axum::extract::Request) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>();
+    if peer.is_some_and(|ConnectInfo(a)| !a.ip().is_loopback()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "POST /leader/release is answered to loopback clients only",
+        );
+    }
+    let Some(control) = control else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no elector to release");
+    };
+    match control.release().await {
+        ReleaseOutcome::Released { epoch } => {
+            Json(json!({"released": true, "epoch": epoch})).into_response()
+        }
+        ReleaseOutcome::NotWritten { epoch, error } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "released": false,
+                "epoch": epoch,
+                "status": 503,
+                "error": format!("stepped down, but the release could not be written ({error}); followers take over once the lease expires"),
+            })),
+        )
+            .into_response(),
+        ReleaseOutcome::NotLeader => error(
+            StatusCode::CONFLICT,
+            "not the leader: nothing to release",
+        ),
+        ReleaseOutcome::Unavailable => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the elector is shutting down",
+        ),
+    }
+}
+
 async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
@@ -167,14 +206,14 @@ async fn readyz(State(status): State<StatusRx>) -> Response {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint: try GET /leader, /healthz or /readyz",
+        "no such endpoint: try GET /leader, /leader/ready, /leader/stream, /healthz or /readyz, or POST /leader/release",
     )
 }
 
 async fn method_not_allowed() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed: these endpoints answer GET only",
+        "method not allowed: POST /leader/release; GET everything else",
     )
 }
 
@@ -206,9 +245,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, "{what} listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 #[cfg(test)]
@@ -225,6 +267,10 @@ mod tests {
             namespace: "ns".into(),
             identity: "me".into(),
         }
+    }
+
+    fn router_t(rx: StatusRx) -> Router {
+        router(rx, None)
     }
 
     async fn call(router: Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
@@ -253,13 +299,13 @@ mod tests {
             }),
             ..Default::default()
         });
-        let (code, v) = call(router(rx.clone()), "GET", "/leader").await;
+        let (code, v) = call(router_t(rx.clone()), "GET", "/leader").await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(v["is_leader"], true);
         assert_eq!(v["epoch"], 4);
         assert_eq!(v["valid_for_ms"], 3000);
         tokio::time::advance(std::time::Duration::from_secs(3)).await;
-        let (_, v) = call(router(rx), "GET", "/leader").await;
+        let (_, v) = call(router_t(rx), "GET", "/leader").await;
         assert_eq!(v["is_leader"], false);
         assert_eq!(v["valid_for_ms"], serde_json::Value::Null);
     }
@@ -268,7 +314,7 @@ mod tests {
     async fn readyz_waits_for_the_first_observation() {
         let (tx, rx) = channel(id());
         assert_eq!(
-            call(router(rx.clone()), "GET", "/readyz").await.0,
+            call(router_t(rx.clone()), "GET", "/readyz").await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
         tx.publish(LeaderState {
@@ -276,19 +322,22 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            call(router(rx.clone()), "GET", "/readyz").await.0,
+            call(router_t(rx.clone()), "GET", "/readyz").await.0,
             StatusCode::OK
         );
-        assert_eq!(call(router(rx), "GET", "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            call(router_t(rx), "GET", "/healthz").await.0,
+            StatusCode::OK
+        );
     }
 
     #[tokio::test]
     async fn unknown_paths_and_methods_get_json_errors() {
         let (_tx, rx) = channel(id());
-        let (code, v) = call(router(rx.clone()), "GET", "/nope").await;
+        let (code, v) = call(router_t(rx.clone()), "GET", "/nope").await;
         assert_eq!(code, StatusCode::NOT_FOUND);
         assert_eq!(v["status"], 404);
-        let (code, v) = call(router(rx), "POST", "/leader").await;
+        let (code, v) = call(router_t(rx), "POST", "/leader").await;
         assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(v["status"], 405);
     }
@@ -319,17 +368,17 @@ mod tests {
     async fn leader_ready_is_200_only_while_leading() {
         let (tx, rx) = channel(id());
         tx.publish(following("other", 3));
-        let (code, v) = call(router(rx.clone()), "GET", "/leader/ready").await;
+        let (code, v) = call(router_t(rx.clone()), "GET", "/leader/ready").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(v["leader"], "other");
         tx.publish(leading(4, 2));
         assert_eq!(
-            call(router(rx.clone()), "GET", "/leader/ready").await.0,
+            call(router_t(rx.clone()), "GET", "/leader/ready").await.0,
             StatusCode::OK
         );
         tokio::time::advance(std::time::Duration::from_secs(2)).await;
         assert_eq!(
-            call(router(rx), "GET", "/leader/ready").await.0,
+            call(router_t(rx), "GET", "/leader/ready").await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
@@ -344,23 +393,23 @@ mod tests {
             tx.publish(following("b", 2));
             tx
         });
-        let (code, v) = call(router(rx.clone()), "GET", "/leader?wait=30s").await;
+        let (code, v) = call(router_t(rx.clone()), "GET", "/leader?wait=30s").await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(v["leader"], "b");
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(1));
         let _tx = publisher.await.unwrap();
         // The caller saw epoch 1; it is 2 now: at once.
         let t = tokio::time::Instant::now();
-        let (_, v) = call(router(rx.clone()), "GET", "/leader?wait=30s&epoch=1").await;
+        let (_, v) = call(router_t(rx.clone()), "GET", "/leader?wait=30s&epoch=1").await;
         assert_eq!(v["epoch"], 2);
         assert_eq!(t.elapsed(), std::time::Duration::ZERO);
         // Nothing changes: after the wait, the same state.
-        let (_, v) = call(router(rx.clone()), "GET", "/leader?wait=30s&epoch=2").await;
+        let (_, v) = call(router_t(rx.clone()), "GET", "/leader?wait=30s&epoch=2").await;
         assert_eq!(v["epoch"], 2);
         assert_eq!(t.elapsed(), std::time::Duration::from_secs(30));
-        let (code, _) = call(router(rx.clone()), "GET", "/leader?wait=forever").await;
+        let (code, _) = call(router_t(rx.clone()), "GET", "/leader?wait=forever").await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
-        let (code, _) = call(router(rx), "GET", "/leader?wait=1h").await;
+        let (code, _) = call(router_t(rx), "GET", "/leader?wait=1h").await;
         assert_eq!(code, StatusCode::BAD_REQUEST);
     }
 
@@ -369,7 +418,7 @@ mod tests {
         let (tx, rx) = channel(id());
         tx.publish(leading(7, 3));
         let t = tokio::time::Instant::now();
-        let (_, v) = call(router(rx), "GET", "/leader?wait=60s").await;
+        let (_, v) = call(router_t(rx), "GET", "/leader?wait=60s").await;
         assert_eq!(v["is_leader"], false);
         assert!(
             t.elapsed() >= std::time::Duration::from_secs(3)
@@ -385,7 +434,7 @@ mod tests {
             .uri("/leader/stream")
             .body(Body::empty())
             .unwrap();
-        let res = router(rx).oneshot(req).await.unwrap();
+        let res = router_t(rx).oneshot(req).await.unwrap();
         assert_eq!(res.headers()["content-type"], "text/event-stream");
         let mut body = res.into_body();
         let mut next_event = async || -> serde_json::Value {

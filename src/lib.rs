@@ -8,9 +8,12 @@
 //!   [`election::elector`] the campaign loop that carries it out.
 //! - [`kube_store`]: the lock interface over the Kubernetes API, with kube-rs.
 //! - [`status`]: the published leader state (a `tokio::sync::watch`), read by HTTP and metrics.
-//! - [`http`]: the app-facing API (`/leader`, `/healthz`, `/readyz`).
+//! - [`http`]: the app-facing API (`/leader`, its long poll, stream and readiness, `POST
+//!   /leader/release`, `/healthz`, `/readyz`).
 //! - [`metrics`]: the Prometheus `/metrics` listener and the collectors the elector feeds.
 //! - [`events`]: Kubernetes Events on leadership transitions.
+//! - [`hooks`], [`podlabel`], [`notify`]: side effects that follow the published state or the
+//!   transitions (commands, the leader pod label, a POST to the app) and never feed back.
 //! - [`config`]: flags and environment, validated before anything starts.
 //! - [`shutdown`]: SIGTERM/SIGINT as one cancellation token.
 //! - [`testserver`]: the Lease API test server (used by tests, the demo and benchmarks).
@@ -22,9 +25,12 @@ pub mod demo;
 pub mod election;
 pub mod events;
 pub mod harness;
+pub mod hooks;
 pub mod http;
 pub mod kube_store;
 pub mod metrics;
+pub mod notify;
+pub mod podlabel;
 pub mod shutdown;
 pub mod status;
 pub mod testserver;

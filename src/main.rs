@@ -9,11 +9,11 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
-use leaderd::config::{self, Cli, Command, LogFormat, Settings, EXIT_USAGE};
-use leaderd::election::{Elector, ElectorConfig};
+use leaderd::config::{self, Cli, Command, LogFormat, OnLost, Settings, EXIT_LOST, EXIT_USAGE};
+use leaderd::election::{Elector, ElectorConfig, Transition};
 use leaderd::kube_store::KubeLeaseStore;
 use leaderd::status::{self, Identity};
-use leaderd::{demo, events, http, metrics, shutdown};
+use leaderd::{demo, events, hooks, http, metrics, notify, podlabel, shutdown};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -120,10 +120,14 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         retry_period = %humantime::format_duration(s.params.retry_period),
         "leaderd starting"
     );
+    let store = KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name);
+    let mut elector = Elector::new(store, elector_cfg, status_tx).with_metrics(metrics.clone());
+    let control = elector.control();
+
     let servers = CancellationToken::new();
     let api = tokio::spawn(http::serve(
         http_listener,
-        http::router(status_rx),
+        http::router(status_rx.clone(), Some(control)),
         "http api",
         servers.clone(),
     ));
@@ -134,8 +138,6 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         servers.clone(),
     ));
 
-    let store = KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name);
-    let mut elector = Elector::new(store, elector_cfg, status_tx).with_metrics(metrics);
     let span =
         info_span!("election", lease = %s.lease_name, %namespace, identity = %s.params.identity);
     let mut publisher_task = None;
@@ -143,7 +145,7 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         elector = elector.with_transitions(tx);
         let publisher = events::publish(
-            client,
+            client.clone(),
             namespace.clone(),
             s.lease_name.clone(),
             s.params.identity.clone(),
@@ -151,7 +153,99 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         );
         publisher_task = Some(tokio::spawn(publisher.instrument(span.clone())));
     }
+
+    // --on-lost=exit: leadership lost without a release ends the process (after the claim has
+    // already ended), so that the kubelet restarts the container.
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if s.on_lost == OnLost::Exit {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        elector = elector.with_transitions(tx);
+        let (lost, token) = (lost.clone(), token.clone());
+        tokio::spawn(
+            async move {
+                while let Some(t) = rx.recv().await {
+                    if let Transition::Lost { reason, epoch } = t {
+                        if !reason.is_deliberate() {
+                            error!(reason = reason.as_str(), ?epoch, "leadership lost without a release and --on-lost=exit: exiting with code {EXIT_LOST}");
+                            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                            token.cancel();
+                            return;
+                        }
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+
+    // Side effects that follow the election and never feed back into it.
+    let side_stop = CancellationToken::new();
+    let mut side_tasks = Vec::new();
+    let hooks_task = if s.hooks.started_leading.is_some()
+        || s.hooks.stopped_leading.is_some()
+        || s.hooks.new_leader.is_some()
+    {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        elector = elector.with_transitions(tx);
+        let st = status_rx.clone();
+        Some(tokio::spawn(
+            hooks::run(
+                s.hooks.clone(),
+                status_rx.id.clone(),
+                rx,
+                move || st.state().leader,
+                Some(metrics.clone()),
+            )
+            .instrument(span.clone()),
+        ))
+    } else {
+        None
+    };
+    if let Some(pl) = &s.pod_label {
+        side_tasks.push(tokio::spawn(
+            podlabel::run(
+                client.clone(),
+                pl.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                pl.pod.clone(),
+                pl.key.clone(),
+                status_rx.clone(),
+                Some(metrics.clone()),
+                side_stop.clone(),
+            )
+            .instrument(span.clone()),
+        ));
+    }
+    if let Some(url) = &s.notify_url {
+        side_tasks.push(tokio::spawn(
+            notify::run(
+                url.clone(),
+                status_rx.clone(),
+                Some(metrics.clone()),
+                side_stop.clone(),
+            )
+            .instrument(span.clone()),
+        ));
+    }
+
     elector.run(token).instrument(span).await;
+    side_stop.cancel();
+    let finish_side = async {
+        for t in side_tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(6), finish_side)
+        .await
+        .is_err()
+    {
+        info!("labeling the pod or notifying the app timed out at exit");
+    }
+    if let Some(task) = hooks_task {
+        let limit = s.hooks.timeout.min(Duration::from_secs(10));
+        if tokio::time::timeout(limit, task).await.is_err() {
+            info!("hooks still running at exit were killed");
+        }
+    }
     // The elector is gone, so the event channel is closed: let the last Events (the
     // StoppedLeading of this shutdown) be posted, within a bound.
     if let Some(task) = publisher_task {
@@ -174,6 +268,10 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         .is_err()
     {
         info!("drain timed out; exiting");
+    }
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        info!("leaderd stopped: leadership lost (--on-lost=exit)");
+        return Ok(ExitCode::from(EXIT_LOST));
     }
     info!("leaderd stopped");
     Ok(ExitCode::SUCCESS)

@@ -34,6 +34,7 @@ pub struct Metrics {
     request_duration: HistogramVec,
     last_change: Gauge,
     watch_restarts: IntCounter,
+    side_effects: IntCounterVec,
 }
 
 impl Metrics {
@@ -112,6 +113,13 @@ impl Metrics {
             "leaderd_watch_restarts_total",
             "Times the lease watch was re-established."
         ))?);
+        let side_effects = reg!(IntCounterVec::new(
+            opts(
+                "leaderd_side_effects_total",
+                "Pod label patches, hook runs and notifications, by kind and result (ok, error, timeout). Never affect the election."
+            ),
+            &["kind", "result"]
+        )?);
         for reason in LossReason::ALL {
             losses.with_label_values(&[reason.as_str()]);
         }
@@ -138,6 +146,7 @@ impl Metrics {
             request_duration,
             last_change,
             watch_restarts,
+            side_effects,
         })
     }
 
@@ -173,6 +182,12 @@ impl Metrics {
     /// The watch was re-established.
     pub fn watch_restarted(&self) {
         self.watch_restarts.inc();
+    }
+
+    /// A side effect (`pod_label`, `hook_started_leading`, ..., `notify`) finished with
+    /// `result` (`ok`, `error`, `timeout`).
+    pub fn side_effect(&self, kind: &str, result: &str) {
+        self.side_effects.with_label_values(&[kind, result]).inc();
     }
 
     /// The text exposition of all metrics now.

@@ -7,7 +7,18 @@ them. SPEC keys (all optional but `kinds`):
   kinds         sorted list of the kinds the render must hold, exactly (duplicates included)
   lease         the Lease name the Role's resourceNames and --lease-name must carry
   events        true/false: the events.k8s.io rule and --emit-events=true/false
-  pods          true/false: the pods get/patch rule (podLabel.enabled)
+  pods          true/false: the pods get/patch rule, and --label-pod=true with --pod-label-key
+                (podLabel.enabled)
+  pod_label_key the --pod-label-key expected with pods (default leaderd.io/role)
+  pod_role_namespace  when set, the pods rule must be in a Role of its own ("<lease Role>-pod-label")
+                in this namespace, bound to the same ServiceAccount, and not in the lease Role
+  args          {flag: value or null}: the feature flags (--priority, the hooks, --hook-timeout,
+                --notify-url, --on-lost) must be rendered with exactly these values; any of
+                them not named here must be absent (the secure default)
+  volume_mounts the leaderd container's volumeMounts, exactly (default: none)
+  leader_service  {"name", "port"}: one Service of that name selecting the demo pods' labels plus
+                <pod_label_key>: leader, targeting the metrics port, and the Deployment's own
+                selector must not use the label
   sa            the ServiceAccount the RoleBinding binds and the pods run as
   sa_created    whether a ServiceAccount object must be rendered
   sidecar       "containers" or "initContainers": where the leaderd container must be
@@ -43,7 +54,35 @@ report(kinds == sorted(spec["kinds"]), "rendered kinds are " + ",".join(sorted(s
        "got " + ",".join(kinds))
 
 # --- RBAC ----------------------------------------------------------------------------------
-roles = of_kind("Role")
+POD_RULE = (("",), ("pods",), None, ("get", "patch"))
+
+
+def rule_tuples(role):
+    got = []
+    for r in role.get("rules", []):
+        names = r.get("resourceNames")
+        got.append((tuple(r.get("apiGroups", [])), tuple(r.get("resources", [])),
+                    tuple(names) if names is not None else None, tuple(r.get("verbs", []))))
+    return got
+
+
+all_roles = of_kind("Role")
+# The lease Role is the one about leases; a separate pods Role (pod_role_namespace) is checked below.
+roles = [r for r in all_roles if any("leases" in x.get("resources", []) for x in r.get("rules", []))]
+pod_ns = spec.get("pod_role_namespace")
+if pod_ns:
+    pod_roles = [r for r in all_roles if r not in roles]
+    pod_rbs = [b for b in of_kind("RoleBinding")
+               if b["roleRef"]["name"] in [r["metadata"]["name"] for r in pod_roles]]
+    report(len(pod_roles) == 1 and pod_roles[0]["metadata"]["namespace"] == pod_ns
+           and roles and pod_roles[0]["metadata"]["name"] == roles[0]["metadata"]["name"] + "-pod-label"
+           and rule_tuples(pod_roles[0]) == [POD_RULE]
+           and len(pod_rbs) == 1 and pod_rbs[0]["metadata"]["namespace"] == pod_ns
+           and [(s_["kind"], s_["name"]) for s_ in pod_rbs[0]["subjects"]] == [("ServiceAccount", spec["sa"])],
+           f"pods get/patch in a Role and RoleBinding of their own in {pod_ns} (the pod's namespace), "
+           f"bound to {spec['sa']}",
+           f"got roles {[(r['metadata']['name'], r['metadata']['namespace'], rule_tuples(r)) for r in pod_roles]}, "
+           f"bindings {[b['metadata'] for b in pod_rbs]}")
 if roles:
     lease = spec["lease"]
     expected = [
@@ -52,13 +91,9 @@ if roles:
     ]
     if spec.get("events", True):
         expected.append((("events.k8s.io",), ("events",), None, ("create", "patch")))
-    if spec.get("pods", False):
-        expected.append((("",), ("pods",), None, ("get", "patch")))
-    got = []
-    for r in roles[0].get("rules", []):
-        names = r.get("resourceNames")
-        got.append((tuple(r.get("apiGroups", [])), tuple(r.get("resources", [])),
-                    tuple(names) if names is not None else None, tuple(r.get("verbs", []))))
+    if spec.get("pods", False) and not pod_ns:
+        expected.append(POD_RULE)
+    got = rule_tuples(roles[0])
     report(sorted(got, key=repr) == sorted(expected, key=repr),
            "Role rules are exactly: " + "; ".join(
                f"{g[0] or 'core'}/{res[0]}{'[' + n[0] + ']' if n else ''}: {','.join(v)}"
@@ -73,7 +108,7 @@ if roles:
                    and any(v in r.get("verbs", []) for v in ("get", "update", "watch"))]
     report(bool(lease_rules) and all(r.get("resourceNames") == [lease] for r in lease_rules),
            f"lease get/update/watch rule carries resourceNames [{lease}]", f"got {lease_rules}")
-    rb = of_kind("RoleBinding")
+    rb = [b for b in of_kind("RoleBinding") if not b["metadata"]["name"].endswith("-pod-label")]
     subj = rb[0]["subjects"] if rb else []
     report(len(rb) == 1 and rb[0]["roleRef"]["name"] == roles[0]["metadata"]["name"]
            and subj == [{"kind": "ServiceAccount", "name": spec["sa"],
@@ -134,10 +169,27 @@ if spec.get("sidecar"):
     timings = [secs(av.get(f, "")) for f in ("--lease-duration", "--renew-deadline", "--retry-period")]
     report(av.get("--lease-name") == spec["lease"]
            and av.get("--emit-events") == ("true" if spec.get("events", True) else "false")
-           and timings[0] > timings[1] > timings[2] > 0
-           and "--label-pod" not in av,
+           and timings[0] > timings[1] > timings[2] > 0,
            f"args: --lease-name={spec['lease']}, --emit-events={str(spec.get('events', True)).lower()}, "
-           "lease-duration > renew-deadline > retry-period > 0, no --label-pod", f"got {args}")
+           "lease-duration > renew-deadline > retry-period > 0", f"got {args}")
+    key = spec.get("pod_label_key", "leaderd.io/role")
+    if spec.get("pods", False):
+        report(av.get("--label-pod") == "true" and av.get("--pod-label-key") == key,
+               f"args: --label-pod=true --pod-label-key={key} (podLabel.enabled)", f"got {args}")
+    else:
+        report("--label-pod" not in av and "--pod-label-key" not in av,
+               "args: no --label-pod, no --pod-label-key (podLabel off)", f"got {args}")
+    FEATURES = ("--priority", "--on-started-leading", "--on-stopped-leading", "--on-new-leader",
+                "--hook-timeout", "--notify-url", "--on-lost")
+    want = {f: spec.get("args", {}).get(f) for f in FEATURES}
+    have = {f: av.get(f) for f in FEATURES}
+    report(have == want and all(flags.count(f) <= 1 for f in FEATURES),
+           "feature flags rendered exactly as set: "
+           + (", ".join(f"{f}={v}" for f, v in want.items() if v is not None) or "none (defaults)"),
+           f"got {have}")
+    mounts = c.get("volumeMounts", [])
+    want_mounts = spec.get("volume_mounts", [])
+    report(mounts == want_mounts, f"leaderd volumeMounts are {want_mounts or 'none'}", f"got {mounts}")
     probes = {k: c.get(k) for k in ("livenessProbe", "readinessProbe", "startupProbe") if k in c}
     if spec.get("probes", True):
         live = probes.get("livenessProbe", {}).get("httpGet", {})
@@ -155,6 +207,26 @@ if spec.get("sidecar"):
     if spec.get("api_loopback", True):
         report(http_bind.startswith("127.0.0.1:"), "--http-addr on 127.0.0.1 (the app API stays pod-local)",
                f"got --http-addr {http_bind}")
+
+# --- the leader Service ----------------------------------------------------------------------
+if spec.get("leader_service"):
+    want = spec["leader_service"]
+    key = spec.get("pod_label_key", "leaderd.io/role")
+    svcs = of_kind("Service")
+    deps = of_kind("Deployment")
+    pod_labels = deps[0]["spec"]["template"]["metadata"]["labels"] if deps else {}
+    sel = svcs[0]["spec"].get("selector", {}) if svcs else {}
+    ports = svcs[0]["spec"].get("ports", []) if svcs else []
+    report(len(svcs) == 1 and svcs[0]["metadata"]["name"] == want["name"]
+           and sel == {**pod_labels, key: "leader"},
+           f"Service {want['name']} selects the demo pods' labels plus {key}: leader",
+           f"got {[d['metadata']['name'] for d in svcs]} selecting {sel}; pod labels {pod_labels}")
+    report([(p.get("port"), p.get("targetPort")) for p in ports] == [(want["port"], "metrics")],
+           f"Service port {want['port']} targets port metrics", f"got {ports}")
+    report(bool(deps) and key not in deps[0]["spec"]["selector"].get("matchLabels", {})
+           and key not in pod_labels,
+           f"the Deployment neither selects nor templates {key} (leaderd sets it at run time)",
+           f"got {deps[0]['spec']['selector'] if deps else None}")
 
 # --- monitoring ----------------------------------------------------------------------------
 if spec.get("alerts"):

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -57,7 +57,61 @@ pub enum Transition {
     Lost {
         /// Why.
         reason: LossReason,
+        /// The epoch of the tenure that ended.
+        epoch: Option<i64>,
     },
+    /// The holder named by the Lease changed (to this candidate, another, or none).
+    NewLeader {
+        /// The new holder.
+        leader: Option<String>,
+        /// Its epoch.
+        epoch: Option<i64>,
+    },
+}
+
+/// The answer to a release asked through [`Control::release`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// This candidate stepped down and the release was written.
+    Released {
+        /// The epoch of the tenure that ended.
+        epoch: i64,
+    },
+    /// This candidate stepped down, but the release could not be written; followers take over
+    /// once the lease expires.
+    NotWritten {
+        /// The epoch of the tenure that ended.
+        epoch: i64,
+        /// Why the write failed.
+        error: String,
+    },
+    /// This candidate was not leading; nothing was done.
+    NotLeader,
+    /// The elector is shutting down or gone.
+    Unavailable,
+}
+
+/// Requests to a running elector.
+#[derive(Debug)]
+enum Command {
+    Release(oneshot::Sender<ReleaseOutcome>),
+}
+
+/// A handle to ask a running elector for things (the `POST /leader/release` of the API).
+#[derive(Clone, Debug)]
+pub struct Control {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Control {
+    /// Step down and release the lease; answers once the release is written (or failed).
+    pub async fn release(&self) -> ReleaseOutcome {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Release(reply)).await.is_err() {
+            return ReleaseOutcome::Unavailable;
+        }
+        rx.await.unwrap_or(ReleaseOutcome::Unavailable)
+    }
 }
 
 /// Messages from the watch task.
@@ -77,7 +131,8 @@ pub struct Elector<S: LeaseStore> {
     state: ElectionState,
     observed_wall: Option<SystemTime>,
     last_holder: Option<String>,
-    transitions: Option<mpsc::UnboundedSender<Transition>>,
+    transitions: Vec<mpsc::UnboundedSender<Transition>>,
+    commands: Option<mpsc::Receiver<Command>>,
     metrics: Option<Arc<Metrics>>,
     stuck_logged: bool,
     last_rv: Option<Option<String>>,
@@ -123,6 +178,8 @@ impl std::fmt::Debug for StepName<'_> {
                 write!(f, "Write(renew={renew}, base={})", base.resource_version)
             }
             Step::Stuck { why, .. } => write!(f, "Stuck({why})"),
+            Step::HandOver { to } => write!(f, "HandOver({to})"),
+            Step::Announce { base, .. } => write!(f, "Announce(base={})", base.resource_version),
         }
     }
 }
@@ -149,7 +206,8 @@ impl<S: LeaseStore> Elector<S> {
             state: ElectionState::new(),
             observed_wall: None,
             last_holder: None,
-            transitions: None,
+            transitions: Vec::new(),
+            commands: None,
             metrics: None,
             stuck_logged: false,
             last_rv: None,
@@ -163,10 +221,17 @@ impl<S: LeaseStore> Elector<S> {
         self
     }
 
-    /// Also report every [`Transition`] on `tx`.
+    /// Also report every [`Transition`] on `tx` (may be called more than once).
     pub fn with_transitions(mut self, tx: mpsc::UnboundedSender<Transition>) -> Self {
-        self.transitions = Some(tx);
+        self.transitions.push(tx);
         self
+    }
+
+    /// A handle through which the elector can be asked to release the lease.
+    pub fn control(&mut self) -> Control {
+        let (tx, rx) = mpsc::channel(8);
+        self.commands = Some(rx);
+        Control { tx }
     }
 
     fn params(&self) -> &Params {
@@ -175,7 +240,19 @@ impl<S: LeaseStore> Elector<S> {
 
     fn publish(&mut self) {
         let lease = self.state.lease();
-        let holder = lease.and_then(|l| l.record.holder.clone());
+        // While we hold a tenure we are the leader, even if a watch event already shows another
+        // holder that a read has yet to confirm: publishing both "leader: other" and
+        // "is_leader: true" would contradict itself.
+        let tenure_epoch = self.state.tenure.as_ref().map(|t| t.epoch);
+        let holder = match tenure_epoch {
+            Some(_) => Some(self.cfg.params.identity.clone()),
+            None => lease.and_then(|l| l.record.holder.clone()),
+        };
+        let epoch = tenure_epoch.or_else(|| {
+            holder
+                .as_ref()
+                .and(lease.and_then(|l| l.record.transitions))
+        });
         let ready = !matches!(self.state.known, Known::Unknown);
         if ready {
             let rv = lease.map(|l| l.resource_version.clone());
@@ -190,18 +267,20 @@ impl<S: LeaseStore> Elector<S> {
         }
         if holder != self.last_holder {
             if let Some(h) = &holder {
-                info!(leader = %h, epoch = ?lease.and_then(|l| l.record.transitions), "observed new leader");
+                info!(leader = %h, ?epoch, "observed new leader");
             }
             if let Some(m) = &self.metrics {
                 m.leader_changed();
             }
             self.last_holder = holder.clone();
+            self.emit(Transition::NewLeader {
+                leader: holder.clone(),
+                epoch,
+            });
         }
         let state = LeaderState {
             ready,
-            epoch: holder
-                .as_ref()
-                .and(lease.and_then(|l| l.record.transitions)),
+            epoch,
             leader: holder,
             lease_uid: lease.and_then(|l| l.uid.clone()),
             lead: self.state.tenure.as_ref().map(|t| Lead {
@@ -217,17 +296,21 @@ impl<S: LeaseStore> Elector<S> {
         if let Some(m) = &self.metrics {
             match t {
                 Transition::Acquired { .. } => m.acquired(),
-                Transition::Lost { reason } => m.lost(reason),
+                Transition::Lost { reason, .. } => m.lost(reason),
+                Transition::NewLeader { .. } => {}
             }
         }
-        if let Some(tx) = &self.transitions {
-            let _ = tx.send(t);
+        for tx in &self.transitions {
+            let _ = tx.send(t.clone());
         }
     }
 
     fn lost(&mut self, reason: LossReason) {
         info!(epoch = ?self.last_epoch, reason = reason.as_str(), "stopped leading");
-        self.emit(Transition::Lost { reason });
+        self.emit(Transition::Lost {
+            reason,
+            epoch: self.last_epoch,
+        });
     }
 
     fn failed(&mut self, what: &str, e: &StoreError) {
@@ -392,6 +475,19 @@ impl<S: LeaseStore> Elector<S> {
                         Some(m) => self.on_watch(m),
                         None => watch_gone = true,
                     },
+                    Some(cmd) = recv_command(&mut self.commands) => match cmd {
+                        Command::Release(reply) => {
+                            let outcome = match self.release(LossReason::Released, None).await {
+                                None => ReleaseOutcome::NotLeader,
+                                Some((epoch, Ok(()))) => ReleaseOutcome::Released { epoch },
+                                Some((epoch, Err(e))) => ReleaseOutcome::NotWritten {
+                                    epoch,
+                                    error: e.to_string(),
+                                },
+                            };
+                            let _ = reply.send(outcome);
+                        }
+                    },
                     _ = sleep_until(wake_at(until)) => {}
                 }
                 continue;
@@ -448,6 +544,35 @@ impl<S: LeaseStore> Elector<S> {
                     };
                     self.after_write(res.map(|(l, _)| l), sent, renew, what);
                 }
+                Step::HandOver { to } => {
+                    info!(to = %to, "a candidate of higher priority is announced; handing over");
+                    self.release(LossReason::HandedOver, Some(to)).await;
+                }
+                Step::Announce { base, record } => {
+                    debug!(
+                        priority = params_priority(&record),
+                        "announcing as a candidate of higher priority"
+                    );
+                    let obj = base.replaced_with(&record);
+                    let Some(res) = self.call("update", store.replace(obj), &shutdown).await else {
+                        break;
+                    };
+                    let params = self.cfg.params.clone();
+                    match res {
+                        Ok((lease, _)) => {
+                            info!(holder = ?lease.record.holder, "announced as a candidate of higher priority");
+                            self.observed();
+                            self.state
+                                .observe(lease, Instant::now(), &params, Source::Direct);
+                        }
+                        Err(StoreError::Conflict) => self.state.stale = true,
+                        Err(StoreError::NotFound) => {
+                            self.observed();
+                            self.state.observe_absent(Instant::now(), &params);
+                        }
+                        Err(e) => self.failed("announcing the candidacy", &e),
+                    }
+                }
                 Step::Wait(_) | Step::Stuck { .. } => unreachable!("handled above"),
             }
         }
@@ -455,33 +580,39 @@ impl<S: LeaseStore> Elector<S> {
         watch_stop.cancel();
         watch.abort();
         if self.cfg.release_on_shutdown {
-            self.release().await;
+            self.release(LossReason::Shutdown, None).await;
         } else if self.state.step_down() {
             self.lost(LossReason::Shutdown);
         }
         self.publish();
     }
 
-    /// Stop claiming, then clear the holder so that a follower takes over at once.
-    async fn release(&mut self) {
-        let Some(mut tenure) = self.state.tenure.clone() else {
-            return;
-        };
-        // Stop claiming *before* the release can reach anyone.
-        self.state.step_down();
-        self.publish();
-        self.lost(LossReason::Shutdown);
+    /// Stop claiming, then clear the holder (naming `to`, if given, as the one to take over)
+    /// so that a follower takes over at once; keep out for a lease duration. `None` when not
+    /// leading; else the tenure's epoch and whether the release was written.
+    async fn release(
+        &mut self,
+        reason: LossReason,
+        to: Option<String>,
+    ) -> Option<(i64, Result<(), StoreError>)> {
         let params = self.cfg.params.clone();
+        // Stop claiming *before* the release can reach anyone.
+        let mut tenure = self.state.release(Instant::now(), &params)?;
+        let epoch = tenure.epoch;
+        self.publish();
+        self.lost(reason);
         for _ in 0..3 {
-            let record = release_record(&params, &tenure, SystemTime::now());
+            let record = release_record(&params, &tenure, to.clone(), SystemTime::now());
             let obj = tenure.base.replaced_with(&record);
             let (m, limit) = (self.metrics.clone(), self.cfg.call_timeout);
             match timed(m.clone(), "update", limit, self.store.replace(obj)).await {
                 Ok((lease, _)) => {
-                    info!(identity = %params.identity, epoch = tenure.epoch, "released the lease");
+                    info!(identity = %params.identity, epoch, to = ?to, reason = reason.as_str(), "released the lease");
+                    self.observed();
                     self.state
                         .observe(lease, Instant::now(), &params, Source::Direct);
-                    return;
+                    self.publish();
+                    return Some((epoch, Ok(())));
                 }
                 Err(StoreError::Conflict) => {
                     // Our in-flight renew may have landed; release from the newest version if
@@ -493,19 +624,42 @@ impl<S: LeaseStore> Elector<S> {
                         {
                             tenure.base = lease;
                         }
-                        _ => {
+                        Ok(lease) => {
                             info!("lease no longer ours; nothing to release");
-                            return;
+                            self.observed();
+                            self.state
+                                .observe(lease, Instant::now(), &params, Source::Direct);
+                            return Some((epoch, Err(StoreError::Conflict)));
                         }
+                        Err(e) => return Some((epoch, Err(e))),
                     }
                 }
                 Err(e) => {
                     warn!(error = %e, "could not release the lease; followers will take over after it expires");
-                    return;
+                    return Some((epoch, Err(e)));
                 }
             }
         }
+        Some((epoch, Err(StoreError::Conflict)))
     }
+}
+
+/// The next command, or never when there is no command channel (or it is closed).
+async fn recv_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<Command> {
+    match commands {
+        Some(rx) => match rx.recv().await {
+            Some(c) => Some(c),
+            None => {
+                *commands = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn params_priority(record: &super::record::LeaseRecord) -> Option<i64> {
+    record.candidate.as_ref().map(|c| c.0)
 }
 
 /// Follow the Lease's watch stream and forward what it says to the elector. Re-watches from

@@ -21,6 +21,8 @@ pub struct Fault {
     pub hang: bool,
     /// Requests fail with this error.
     pub fail: Option<StoreError>,
+    /// Requests (not the watch) are answered this much later.
+    pub latency: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -138,6 +140,9 @@ impl MemoryStore {
         };
         if fault.hang {
             std::future::pending::<()>().await;
+        }
+        if !fault.latency.is_zero() {
+            tokio::time::sleep(fault.latency).await;
         }
         match fault.fail {
             Some(e) => Err(e),

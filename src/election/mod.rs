@@ -9,7 +9,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-pub use elector::{Elector, ElectorConfig, Transition};
+pub use elector::{jitter, Control, Elector, ElectorConfig, ReleaseOutcome, Transition};
 pub use record::{LeaseRecord, StoredLease};
 pub use state::{decide, ElectionState, LossReason, Params, Step};
 pub use store::{LeaseStore, StoreError, WatchEvent};

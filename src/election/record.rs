@@ -14,6 +14,21 @@ use serde_json::{json, Map, Value};
 /// treated like any other record and waited out for a full lease duration.
 pub const RELEASED_BY_ANNOTATION: &str = "leaderd.io/released-by";
 
+/// Annotation naming the candidate a release was meant for (a priority handover). That candidate
+/// may take the lease at once; others keep out for one retry period, the releaser for a lease
+/// duration.
+pub const RELEASE_TO_ANNOTATION: &str = "leaderd.io/release-to";
+
+/// Annotation in which a leaderd holder states its `--priority`. Only a holder that states one
+/// takes part in priority handover.
+pub const HOLDER_PRIORITY_ANNOTATION: &str = "leaderd.io/holder-priority";
+
+/// Annotation in which a follower with a higher priority than the holder announces itself.
+pub const CANDIDATE_ANNOTATION: &str = "leaderd.io/candidate";
+
+/// The priority of the candidate named in [`CANDIDATE_ANNOTATION`].
+pub const CANDIDATE_PRIORITY_ANNOTATION: &str = "leaderd.io/candidate-priority";
+
 /// The spec fields of a Lease that carry the election, decoded leniently.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaseRecord {
@@ -29,6 +44,13 @@ pub struct LeaseRecord {
     pub transitions: Option<i64>,
     /// The identity in the release marker annotation, if any.
     pub released_by: Option<String>,
+    /// The candidate a release was meant for ([`RELEASE_TO_ANNOTATION`]).
+    pub release_to: Option<String>,
+    /// The holder's stated priority ([`HOLDER_PRIORITY_ANNOTATION`]); `None` when absent or not
+    /// an integer.
+    pub holder_priority: Option<i64>,
+    /// A follower's announcement: its priority and identity ([`CANDIDATE_ANNOTATION`]).
+    pub candidate: Option<(i64, String)>,
 }
 
 /// A Lease object as read from the API: the decoded record plus what is needed to write it back.
@@ -64,6 +86,14 @@ impl LeaseRecord {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
+        let annotation = |k: &str| {
+            annotations
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let number = |k: &str| annotation(k).and_then(|v| v.trim().parse::<i64>().ok());
         LeaseRecord {
             holder: string("holderIdentity"),
             lease_duration_seconds: field("leaseDurationSeconds")
@@ -74,12 +104,28 @@ impl LeaseRecord {
             transitions: field("leaseTransitions")
                 .and_then(Value::as_i64)
                 .filter(|t| *t >= 0),
-            released_by: annotations
-                .and_then(|a| a.get(RELEASED_BY_ANNOTATION))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
+            released_by: annotation(RELEASED_BY_ANNOTATION),
+            release_to: annotation(RELEASE_TO_ANNOTATION),
+            holder_priority: number(HOLDER_PRIORITY_ANNOTATION),
+            candidate: number(CANDIDATE_PRIORITY_ANNOTATION).zip(annotation(CANDIDATE_ANNOTATION)),
         }
+    }
+
+    /// Whether `other` carries the same claim (the spec fields): a change of annotations or
+    /// labels alone is not a sign of life of the holder, so it does not restart the wait.
+    ///
+    /// Only a record with a holder and a renewTime can be recognised this way: a holder writes a
+    /// new renewTime with every renewal, so an equal one is the same renewal. Records without
+    /// them (garbage, a template, a release without marker) all look alike, and a candidate
+    /// that missed the versions in between must not take a later one for the one it saw.
+    pub fn same_claim(&self, other: &LeaseRecord) -> bool {
+        self.holder.is_some()
+            && self.renew_time.is_some()
+            && self.holder == other.holder
+            && self.lease_duration_seconds == other.lease_duration_seconds
+            && self.acquire_time == other.acquire_time
+            && self.renew_time == other.renew_time
+            && self.transitions == other.transitions
     }
 
     /// Whether the record was released on purpose by a leaderd leader (empty holder + marker).
@@ -179,14 +225,28 @@ fn set_spec_and_marker(obj: &mut Value, record: &LeaseRecord) {
         *annotations = Value::Object(Map::new());
     }
     let annotations = annotations.as_object_mut().expect("just made an object");
-    match &record.released_by {
-        Some(who) => {
-            annotations.insert(RELEASED_BY_ANNOTATION.into(), json!(who));
+    let mut set = |key: &str, value: Option<String>| match value {
+        Some(v) => {
+            annotations.insert(key.into(), json!(v));
         }
         None => {
-            annotations.remove(RELEASED_BY_ANNOTATION);
+            annotations.remove(key);
         }
-    }
+    };
+    set(RELEASED_BY_ANNOTATION, record.released_by.clone());
+    set(RELEASE_TO_ANNOTATION, record.release_to.clone());
+    set(
+        HOLDER_PRIORITY_ANNOTATION,
+        record.holder_priority.map(|p| p.to_string()),
+    );
+    set(
+        CANDIDATE_ANNOTATION,
+        record.candidate.as_ref().map(|c| c.1.clone()),
+    );
+    set(
+        CANDIDATE_PRIORITY_ANNOTATION,
+        record.candidate.as_ref().map(|c| c.0.to_string()),
+    );
     if annotations.is_empty() {
         meta.remove("annotations");
     }

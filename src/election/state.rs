@@ -15,6 +15,14 @@
 //!    be created only a full lease duration after the absence was first observed.
 //! 5. An empty holder is free at once only with leaderd's release marker; otherwise rule 1.
 //! 6. Every new tenure gets epoch `max(record.leaseTransitions, highest epoch ever seen) + 1`.
+//! 7. Loss detection (a watch event only marks the state stale; a read confirms).
+//! 8. A process does not inherit a tenure it did not write.
+//! 9. A change of annotations or labels alone (same spec) does not restart the wait of rule 1.
+//! 10. Priority handover: a follower whose `--priority` is higher than the holder's announces
+//!     itself in an annotation (once the announcement is there, nobody of equal or lower priority
+//!     announces); the leader, seeing it, steps down and releases *to* that candidate. The target
+//!     may take the released lease at once, others after one retry period, the releaser (like
+//!     after any deliberate release) only after a lease duration.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -34,6 +42,9 @@ pub struct Params {
     pub renew_deadline: Duration,
     /// Interval between renewals, and the polling interval when the watch is down.
     pub retry_period: Duration,
+    /// Priority for handover (rule 10): a follower with a higher priority than the holder's
+    /// is handed the lease. Equal priorities never hand over.
+    pub priority: i64,
 }
 
 impl Params {
@@ -49,6 +60,7 @@ impl Params {
 pub const MAX_EPOCH: i64 = i32::MAX as i64;
 
 /// What this candidate knows of the Lease object.
+#[allow(clippy::large_enum_variant)] // one per elector
 #[derive(Clone, Debug, PartialEq)]
 pub enum Known {
     /// Nothing read yet.
@@ -99,6 +111,10 @@ pub enum LossReason {
     Deleted,
     /// We stepped down because leaderd is shutting down (and released the lease if configured).
     Shutdown,
+    /// We released the lease because the app asked (`POST /leader/release`).
+    Released,
+    /// We released the lease to a candidate of higher priority.
+    HandedOver,
 }
 
 impl LossReason {
@@ -110,16 +126,29 @@ impl LossReason {
             LossReason::Conflict => "conflict",
             LossReason::Deleted => "deleted",
             LossReason::Shutdown => "shutdown",
+            LossReason::Released => "released",
+            LossReason::HandedOver => "handed_over",
         }
     }
 
+    /// Whether this loss was a deliberate step-down (with a release when possible), as opposed
+    /// to leadership lost without a release (deadline passed, lease taken or changed).
+    pub fn is_deliberate(self) -> bool {
+        matches!(
+            self,
+            LossReason::Shutdown | LossReason::Released | LossReason::HandedOver
+        )
+    }
+
     /// Every reason, for pre-creating metric series.
-    pub const ALL: [LossReason; 5] = [
+    pub const ALL: [LossReason; 7] = [
         LossReason::RenewDeadline,
         LossReason::Taken,
         LossReason::Conflict,
         LossReason::Deleted,
         LossReason::Shutdown,
+        LossReason::Released,
+        LossReason::HandedOver,
     ];
 }
 
@@ -142,6 +171,8 @@ pub struct ElectionState {
     pub watch_up: bool,
     /// Next fallback poll while the watch is down.
     pub poll_at: Option<Instant>,
+    /// After a deliberate release, do not take the lease again before this instant.
+    pub keep_out_until: Option<Instant>,
     /// resourceVersions observed lately, so that a late watch event for a version already
     /// seen through a read or our own write does not roll the known record back.
     recent: VecDeque<String>,
@@ -175,6 +206,19 @@ pub enum Step {
         /// Whether this starts a new tenure or renews the current one.
         renew: bool,
     },
+    /// Step down and release the lease to `to`, a candidate of higher priority (rule 10).
+    HandOver {
+        /// The candidate.
+        to: String,
+    },
+    /// Announce this follower as a candidate of higher priority than the holder's: replace
+    /// `base` with `record` (same spec, one more annotation).
+    Announce {
+        /// The object the write is based on.
+        base: StoredLease,
+        /// `base`'s record with this candidate's announcement.
+        record: LeaseRecord,
+    },
     /// Taking over is impossible (the epoch would overflow int32); wait and say why.
     Stuck {
         /// Retry at.
@@ -202,6 +246,7 @@ impl ElectionState {
             stale: false,
             watch_up: false,
             poll_at: None,
+            keep_out_until: None,
             recent: VecDeque::new(),
         }
     }
@@ -262,9 +307,14 @@ impl ElectionState {
         }
         self.remember(&rv);
         if !current {
+            // Rule 9: an edit of annotations or labels alone keeps the observed time.
+            let observed_at = match &self.known {
+                Known::Present(o) if o.lease.record.same_claim(&lease.record) => o.observed_at,
+                _ => now,
+            };
             self.known = Known::Present(Observed {
                 lease: lease.clone(),
-                observed_at: now,
+                observed_at,
             });
         }
         let tenure = self.tenure.as_mut()?;
@@ -319,6 +369,7 @@ impl ElectionState {
         params: &Params,
     ) -> Option<i64> {
         let epoch = lease.record.transitions;
+        let seen_before = self.max_epoch_seen;
         self.see_epoch(epoch);
         self.remember(&lease.resource_version);
         self.my_last_write = Some(lease.resource_version.clone());
@@ -334,6 +385,13 @@ impl ElectionState {
             return None;
         }
         let epoch = epoch?;
+        // Rule 6, one epoch per claim: a renewal answered after our claim ran out does not
+        // resume it under the old epoch; the next step re-acquires our record with a new one.
+        let lapsed = self.tenure.as_ref().is_none_or(|t| now >= t.valid_until);
+        if lapsed && seen_before.is_some_and(|m| epoch <= m) {
+            self.tenure = None;
+            return None;
+        }
         let valid_until = sent + params.renew_deadline;
         if valid_until <= now {
             // The answer came too late to claim anything; the next step renews at once.
@@ -354,6 +412,14 @@ impl ElectionState {
         self.tenure.take().is_some()
     }
 
+    /// Give up our tenure on purpose and keep out of the lease for a lease duration, so that
+    /// another candidate takes it. Returns the tenure given up.
+    pub fn release(&mut self, now: Instant, params: &Params) -> Option<Tenure> {
+        let t = self.tenure.take()?;
+        self.keep_out_until = Some(now + params.lease_duration);
+        Some(t)
+    }
+
     fn next_epoch(&self, record: Option<&LeaseRecord>) -> Option<i64> {
         let seen = record.and_then(|r| r.transitions).max(self.max_epoch_seen);
         let next = seen.map_or(1, |e| e + 1);
@@ -361,10 +427,13 @@ impl ElectionState {
     }
 }
 
+/// The record a holder writes (acquire or renew) over `base`. A candidate's announcement
+/// that still outranks us is kept; one that does not (or names us) is dropped.
 fn holder_record(
     params: &Params,
     epoch: i64,
     acquire_time: Option<String>,
+    base: Option<&LeaseRecord>,
     wall: SystemTime,
 ) -> LeaseRecord {
     let now = micro_time(wall);
@@ -375,11 +444,22 @@ fn holder_record(
         renew_time: Some(now),
         transitions: Some(epoch),
         released_by: None,
+        release_to: None,
+        holder_priority: Some(params.priority),
+        candidate: base
+            .and_then(|r| r.candidate.clone())
+            .filter(|(p, id)| *p > params.priority && *id != params.identity),
     }
 }
 
-/// The record a leader writes to release the lease: no holder, the release marker, the epoch kept.
-pub fn release_record(params: &Params, tenure: &Tenure, wall: SystemTime) -> LeaseRecord {
+/// The record a leader writes to release the lease: no holder, the release marker (and the
+/// candidate it is meant for, if any), the epoch kept.
+pub fn release_record(
+    params: &Params,
+    tenure: &Tenure,
+    to: Option<String>,
+    wall: SystemTime,
+) -> LeaseRecord {
     LeaseRecord {
         holder: None,
         lease_duration_seconds: Some(params.lease_duration_seconds()),
@@ -387,7 +467,21 @@ pub fn release_record(params: &Params, tenure: &Tenure, wall: SystemTime) -> Lea
         renew_time: Some(micro_time(wall)),
         transitions: Some(tenure.epoch),
         released_by: Some(params.identity.clone()),
+        release_to: to,
+        holder_priority: None,
+        candidate: None,
     }
+}
+
+/// The candidate `tenure`'s leader should hand over to (rule 10), if any.
+pub fn handover_target(params: &Params, tenure: &Tenure) -> Option<String> {
+    tenure
+        .base
+        .record
+        .candidate
+        .as_ref()
+        .filter(|(p, id)| *p > params.priority && *id != params.identity)
+        .map(|(_, id)| id.clone())
 }
 
 /// The step function: given what we know at `now`, what to do next. Pure.
@@ -398,13 +492,23 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
     if s.stale {
         return Step::Read;
     }
-    // 1. Leading: renew every retry period, based on our last write.
+    // 1. Leading: hand over to a candidate of higher priority (rule 10), else renew every
+    //    retry period, based on our last write.
     if let Some(t) = &s.tenure {
+        if let Some(to) = handover_target(p, t) {
+            return Step::HandOver { to };
+        }
         let at = t.last_sent + p.retry_period;
         if now < at {
             return Step::Wait(at.min(t.valid_until));
         }
-        let record = holder_record(p, t.epoch, t.base.record.acquire_time.clone(), wall);
+        let record = holder_record(
+            p,
+            t.epoch,
+            t.base.record.acquire_time.clone(),
+            Some(&t.base.record),
+            wall,
+        );
         return Step::Write {
             base: t.base.clone(),
             record,
@@ -427,8 +531,11 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
             if now < at {
                 return poll(at);
             }
+            if let Some(k) = s.keep_out_until.filter(|k| now < *k) {
+                return poll(k);
+            }
             match s.next_epoch(None) {
-                Some(epoch) => Step::Create(holder_record(p, epoch, None, wall)),
+                Some(epoch) => Step::Create(holder_record(p, epoch, None, None, wall)),
                 None => Step::Stuck {
                     until: now + p.retry_period,
                     why: "the epoch would overflow int32",
@@ -445,13 +552,41 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
                 .map(|d| Duration::from_secs(d.min(MAX_EPOCH) as u64))
                 .unwrap_or_default();
             let expires = o.observed_at + p.lease_duration.max(record_wait);
-            if !(r.is_released() || ours || now >= expires) {
-                return poll(expires);
+            // Rules 5 and 10: a release is free at once, but one meant for another candidate
+            // only after a retry period (its target goes first).
+            let free_at = match &r.release_to {
+                _ if !r.is_released() => None,
+                Some(to) if *to != p.identity => Some(o.observed_at + p.retry_period),
+                _ => Some(o.observed_at),
+            };
+            let free = ours || now >= expires || free_at.is_some_and(|t| now >= t);
+            if !free {
+                // Rule 10: announce ourselves to a live leaderd holder of lower priority, unless
+                // a candidate of at least our priority is already announced.
+                let outranks_holder = r.holder.is_some()
+                    && r.holder.as_deref() != Some(p.identity.as_str())
+                    && r.holder_priority.is_some_and(|hp| hp < p.priority);
+                let announced = r
+                    .candidate
+                    .as_ref()
+                    .is_some_and(|(cp, _)| *cp >= p.priority);
+                if outranks_holder && !announced {
+                    let mut record = r.clone();
+                    record.candidate = Some((p.priority, p.identity.clone()));
+                    return Step::Announce {
+                        base: o.lease.clone(),
+                        record,
+                    };
+                }
+                return poll(free_at.map_or(expires, |t| t.min(expires)));
+            }
+            if let Some(k) = s.keep_out_until.filter(|k| now < *k) {
+                return poll(k);
             }
             match s.next_epoch(Some(r)) {
                 Some(epoch) => Step::Write {
                     base: o.lease.clone(),
-                    record: holder_record(p, epoch, None, wall),
+                    record: holder_record(p, epoch, None, Some(r), wall),
                     renew: false,
                 },
                 None => Step::Stuck {

@@ -89,6 +89,7 @@ impl StoreError {
 }
 
 /// One change seen on the watch stream.
+#[allow(clippy::large_enum_variant)] // a handful in flight at most
 #[derive(Clone, Debug, PartialEq)]
 pub enum WatchEvent {
     /// The Lease was created or modified (ADDED / MODIFIED).

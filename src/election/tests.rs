@@ -23,6 +23,7 @@ fn params(id: &str) -> Params {
         lease_duration: D,
         renew_deadline: R,
         retry_period: P,
+        priority: 0,
     }
 }
 
@@ -31,9 +32,14 @@ struct Candidate {
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
     transitions: mpsc::UnboundedReceiver<Transition>,
+    control: Control,
 }
 
 fn spawn(store: &MemoryStore, id: &str) -> Candidate {
+    spawn_with(store, id, 0)
+}
+
+fn spawn_with(store: &MemoryStore, id: &str, priority: i64) -> Candidate {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -45,15 +51,47 @@ fn spawn(store: &MemoryStore, id: &str) -> Candidate {
     });
     let (ttx, trx) = mpsc::unbounded_channel();
     let stop = CancellationToken::new();
-    let elector =
-        Elector::new(store.client(id), ElectorConfig::new(params(id)), tx).with_transitions(ttx);
+    let p = Params {
+        priority,
+        ..params(id)
+    };
+    let mut elector =
+        Elector::new(store.client(id), ElectorConfig::new(p), tx).with_transitions(ttx);
+    let control = elector.control();
     let done = tokio::spawn(elector.run(stop.clone()));
     Candidate {
         status: rx,
         stop,
         done,
         transitions: trx,
+        control,
     }
+}
+
+/// Watch `statuses` every millisecond of (paused) time for `within`; panic if two ever claim
+/// leadership at once. Returns the leaders seen, in order of their tenures.
+async fn never_two_leaders(statuses: Vec<StatusRx>, within: Duration) -> Vec<(String, i64)> {
+    let end = Instant::now() + within;
+    let mut tenures: Vec<(String, i64)> = Vec::new();
+    while Instant::now() < end {
+        let leading: Vec<LeaderView> = statuses
+            .iter()
+            .map(|s| s.view())
+            .filter(|v| v.is_leader)
+            .collect();
+        assert!(leading.len() <= 1, "two leaders at once: {leading:?}");
+        if let Some(v) = leading.first() {
+            let t = (v.identity.clone(), v.epoch.unwrap_or(-1));
+            if tenures.last() != Some(&t) {
+                if let Some(last) = tenures.last() {
+                    assert!(t.1 > last.1, "epoch did not rise: {tenures:?} then {t:?}");
+                }
+                tenures.push(t);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tenures
 }
 
 /// Wait (on status changes, not sleeps) until `pred` holds, at most `within` of (paused) time.
@@ -79,7 +117,14 @@ async fn until(
 /// The next transitions reported, in order.
 async fn expect_transitions(c: &mut Candidate, expected: &[Transition]) {
     for want in expected {
-        assert_eq!(c.transitions.recv().await.as_ref(), Some(want));
+        // Changes of the observed holder are reported too; these tests look at tenures.
+        let got = loop {
+            match c.transitions.recv().await {
+                Some(Transition::NewLeader { .. }) => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(got.as_ref(), Some(want));
     }
 }
 
@@ -158,7 +203,7 @@ async fn partitioned_leader_steps_down_at_the_renew_deadline_before_anyone_takes
         "a",
         Fault {
             hang: true,
-            fail: None,
+            ..Fault::default()
         },
     );
     // What the app sees is computed from the clock: no claim at cut + R, whatever was published.
@@ -191,6 +236,7 @@ async fn partitioned_leader_steps_down_at_the_renew_deadline_before_anyone_takes
             Transition::Acquired { epoch: 1 },
             Transition::Lost {
                 reason: LossReason::RenewDeadline,
+                epoch: Some(1),
             },
         ],
     )
@@ -219,9 +265,12 @@ async fn every_renewal_seen_restarts_the_followers_wait() {
     store.foreign_put(held_by("ghost", 1));
     let mut b = spawn(&store, "b");
     until(&mut b, P, |v| v.leader.as_deref() == Some("ghost")).await;
-    for _ in 0..5 {
+    for i in 0..5 {
         tokio::time::sleep(D - P).await;
-        store.foreign_put(held_by("ghost", 1)); // a renewal: new resourceVersion
+        // A renewal: a new renewTime (hence a new resourceVersion).
+        let mut renewed = held_by("ghost", 1);
+        renewed["spec"]["renewTime"] = json!(format!("2001-01-01T00:00:0{}.000000Z", i + 1));
+        store.foreign_put(renewed);
     }
     assert!(!b.status.view().is_leader);
     let v = until(&mut b, D + P, |v| v.is_leader).await;
@@ -233,9 +282,26 @@ async fn foreign_takeover_ends_the_tenure_without_waiting_for_the_deadline() {
     let store = MemoryStore::new();
     let mut a = spawn(&store, "a");
     until(&mut a, D * 2, |v| v.is_leader).await;
+    // Slow reads, so that the state published before the confirming read is visible.
+    store.set_fault(
+        "a",
+        Fault {
+            latency: Duration::from_millis(50),
+            ..Fault::default()
+        },
+    );
     let taken = Instant::now();
     store.foreign_put(held_by("intruder", 5));
-    let v = until(&mut a, P * 2, |v| !v.is_leader).await;
+    // Every state published on the way says one thing: either a leads (and names itself), or
+    // it does not. Never "leader: intruder" together with "is_leader: true".
+    let v = until(&mut a, P * 2, |v| {
+        assert!(
+            !v.is_leader || v.leader.as_deref() == Some("a"),
+            "contradictory state published: {v:?}"
+        );
+        !v.is_leader
+    })
+    .await;
     assert!(taken.elapsed() < P * 2);
     assert_eq!(v.leader.as_deref(), Some("intruder"));
     expect_transitions(
@@ -244,6 +310,7 @@ async fn foreign_takeover_ends_the_tenure_without_waiting_for_the_deadline() {
             Transition::Acquired { epoch: 1 },
             Transition::Lost {
                 reason: LossReason::Taken,
+                epoch: Some(1),
             },
         ],
     )
@@ -331,7 +398,7 @@ async fn same_identity_reacquiring_after_a_lapse_gets_a_new_epoch() {
         "a",
         Fault {
             hang: true,
-            fail: None,
+            ..Fault::default()
         },
     );
     until(&mut a, R + P, |v| !v.is_leader).await;
@@ -375,8 +442,8 @@ async fn retryable_errors_are_retried_and_rejections_never_make_a_leader() {
     store.set_fault(
         "a",
         Fault {
-            hang: false,
             fail: Some(forbidden),
+            ..Fault::default()
         },
     );
     let mut a = spawn(&store, "a");
@@ -386,12 +453,12 @@ async fn retryable_errors_are_retried_and_rejections_never_make_a_leader() {
     store.set_fault(
         "a",
         Fault {
-            hang: false,
             fail: Some(StoreError::Unavailable {
                 code: Some(503),
                 message: "busy".into(),
                 retry_after: None,
             }),
+            ..Fault::default()
         },
     );
     tokio::time::sleep(D).await;
@@ -438,4 +505,130 @@ fn decide_renews_on_the_retry_period_and_acquires_released_records_at_once() {
         other => panic!("expected an acquire, got {other:?}"),
     }
     let _ = Arc::new(()); // keep Arc import used in all cfgs
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_on_request_hands_over_at_once_and_the_releaser_keeps_out() {
+    let store = MemoryStore::new();
+    let mut a = spawn(&store, "a");
+    until(&mut a, D * 2, |v| v.is_leader).await;
+    let mut b = spawn(&store, "b");
+    until(&mut b, P, |v| v.leader.as_deref() == Some("a")).await;
+    let watch = tokio::spawn(never_two_leaders(
+        vec![a.status.clone(), b.status.clone()],
+        D * 2,
+    ));
+    let asked = Instant::now();
+    assert_eq!(
+        a.control.release().await,
+        ReleaseOutcome::Released { epoch: 1 }
+    );
+    // Answered once written: by then a claims nothing.
+    assert!(!a.status.view().is_leader);
+    let v = until(&mut b, P, |v| v.is_leader).await;
+    assert_eq!(v.epoch, Some(2));
+    assert!(asked.elapsed() < Duration::from_millis(100));
+    assert_eq!(a.control.release().await, ReleaseOutcome::NotLeader);
+    let tenures = watch.await.unwrap();
+    assert_eq!(tenures, vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);
+    expect_transitions(
+        &mut a,
+        &[
+            Transition::Acquired { epoch: 1 },
+            Transition::Lost {
+                reason: LossReason::Released,
+                epoch: Some(1),
+            },
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_releaser_takes_the_lease_back_after_a_lease_duration() {
+    let store = MemoryStore::new();
+    let mut a = spawn(&store, "a");
+    until(&mut a, D * 2, |v| v.is_leader).await;
+    let released = Instant::now();
+    assert_eq!(
+        a.control.release().await,
+        ReleaseOutcome::Released { epoch: 1 }
+    );
+    let v = until(&mut a, D * 2, |v| v.is_leader).await;
+    assert!(released.elapsed() >= D, "{:?}", released.elapsed());
+    assert_eq!(v.epoch, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn higher_priority_candidate_is_handed_the_lease_without_overlap() {
+    let store = MemoryStore::new();
+    let mut a = spawn_with(&store, "a", 0);
+    until(&mut a, D * 2, |v| v.is_leader).await;
+    let b = spawn_with(&store, "b", 1);
+    let mut c = spawn_with(&store, "c", 5);
+    let watch = tokio::spawn(never_two_leaders(
+        vec![a.status.clone(), b.status.clone(), c.status.clone()],
+        D * 3,
+    ));
+    let joined = Instant::now();
+    let v = until(&mut c, D, |v| v.is_leader).await;
+    // A graceful handover: well within one retry period, not a lease expiry.
+    assert!(joined.elapsed() < P, "took {:?}", joined.elapsed());
+    assert!(v.epoch >= Some(2));
+    let tenures = watch.await.unwrap();
+    // c, the highest, ends up leading for good; nobody took it back.
+    assert_eq!(tenures.last().unwrap().0, "c", "{tenures:?}");
+    assert!(c.status.view().is_leader);
+    assert!(!b.status.view().is_leader);
+    let lease = store.object().unwrap();
+    assert_eq!(lease.record.holder_priority, Some(5));
+    assert_eq!(lease.record.candidate, None);
+    expect_transitions(
+        &mut a,
+        &[
+            Transition::Acquired { epoch: 1 },
+            Transition::Lost {
+                reason: LossReason::HandedOver,
+                epoch: Some(1),
+            },
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn equal_priorities_never_hand_over() {
+    let store = MemoryStore::new();
+    let mut a = spawn_with(&store, "a", 3);
+    until(&mut a, D * 2, |v| v.is_leader).await;
+    let mut b = spawn_with(&store, "b", 3);
+    until(&mut b, P, |v| v.leader.as_deref() == Some("a")).await;
+    let writes_before = store.requests("b");
+    let tenures = never_two_leaders(vec![a.status.clone(), b.status.clone()], D * 3).await;
+    assert_eq!(tenures, vec![("a".to_owned(), 1)]);
+    // b neither announced itself nor wrote anything else: only its initial reads and watch.
+    assert!(store.requests("b") - writes_before <= 2);
+    assert_eq!(store.object().unwrap().record.candidate, None);
+    let mut lower = spawn_with(&store, "lower", 1);
+    until(&mut lower, P, |v| v.leader.as_deref() == Some("a")).await;
+    let tenures = never_two_leaders(vec![a.status.clone(), lower.status.clone()], D * 2).await;
+    assert_eq!(tenures, vec![("a".to_owned(), 1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn annotation_only_edits_do_not_restart_the_followers_wait() {
+    let store = MemoryStore::new();
+    store.foreign_put(held_by("ghost", 1));
+    let start = Instant::now();
+    let mut b = spawn(&store, "b");
+    until(&mut b, P, |v| v.leader.as_deref() == Some("ghost")).await;
+    for i in 0..5 {
+        tokio::time::sleep(D / 5).await;
+        let mut obj = held_by("ghost", 1);
+        obj["metadata"]["annotations"] = json!({"edited": i.to_string()});
+        store.foreign_put(obj);
+    }
+    let v = until(&mut b, D, |v| v.is_leader).await;
+    assert!(start.elapsed() < D + P * 2, "{:?}", start.elapsed());
+    assert_eq!(v.epoch, Some(2));
 }

@@ -158,34 +158,81 @@ probes the pod IP, so a loopback bind could never pass).
 {{- end -}}
 
 {{/*
+leaderd.args: leaderd's command-line arguments as a YAML list (one "- --flag=value" per line),
+from the values. The feature flags are rendered only when set: --priority when not 0,
+--label-pod/--pod-label-key with podLabel.enabled, each hook when not empty (and --hook-timeout
+with any of them), --notify-url when not empty, --on-lost when exit; extraArgs last.
+leaderd.containerBody refuses a flag given twice (leaderd would exit with code 64). Internal.
+*/}}
+{{- define "leaderd.args" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+- --lease-name={{ include "leaderd.leaseName" . }}
+{{- with $v.lease.namespace }}
+- --namespace={{ . }}
+{{- end }}
+- --lease-duration={{ $v.election.leaseDuration }}
+- --renew-deadline={{ $v.election.renewDeadline }}
+- --retry-period={{ $v.election.retryPeriod }}
+- --http-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.http.bindAddress) "port" $v.http.port) }}
+- --metrics-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.metrics.bindAddress) "port" $v.metrics.port) }}
+- --release-on-shutdown={{ $v.election.releaseOnShutdown }}
+- --emit-events={{ $v.events.enabled }}
+- --log-format={{ $v.logging.format }}
+{{- with $v.logging.level }}
+- --log-level={{ . }}
+{{- end }}
+{{- if ne (int64 (default 0 $v.election.priority)) 0 }}
+- --priority={{ int64 $v.election.priority }}
+{{- end }}
+{{- if $v.podLabel.enabled }}
+- --label-pod=true
+- --pod-label-key={{ $v.podLabel.key }}
+{{- end }}
+{{- with $v.hooks.onStartedLeading }}
+- {{ printf "--on-started-leading=%s" . | quote }}
+{{- end }}
+{{- with $v.hooks.onStoppedLeading }}
+- {{ printf "--on-stopped-leading=%s" . | quote }}
+{{- end }}
+{{- with $v.hooks.onNewLeader }}
+- {{ printf "--on-new-leader=%s" . | quote }}
+{{- end }}
+{{- if or $v.hooks.onStartedLeading $v.hooks.onStoppedLeading $v.hooks.onNewLeader }}
+- --hook-timeout={{ $v.hooks.timeout }}
+{{- end }}
+{{- with $v.notifyUrl }}
+- {{ printf "--notify-url=%s" . | quote }}
+{{- end }}
+{{- if eq (toString $v.onLost) "exit" }}
+- --on-lost=exit
+{{- end }}
+{{- range $v.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
 leaderd.containerBody: the leaderd container without the list dash: image, args from the
-values, POD_NAME/POD_NAMESPACE from the downward API, the http and metrics ports, probes,
-resources and the hardened securityContext. Internal; see leaderd.container.
+values (leaderd.args; a flag given twice fails the render with a clear message),
+POD_NAME/POD_NAMESPACE from the downward API, extraVolumeMounts, the http and metrics ports,
+probes, resources and the hardened securityContext. Internal; see leaderd.container.
 */}}
 {{- define "leaderd.containerBody" -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
 name: leaderd
 image: {{ include "leaderd.image" . | quote }}
 imagePullPolicy: {{ $v.image.pullPolicy }}
+{{- $args := include "leaderd.args" . }}
+{{- $seen := list }}
+{{- range fromYamlArray $args }}
+{{- $flag := regexFind "^--[a-z0-9-]+" (toString .) }}
+{{- if has $flag $seen }}
+{{- fail (printf "leaderd would get %s twice and refuse to start (a flag may be given once): remove it from extraArgs and set the chart value that renders it instead" $flag) }}
+{{- end }}
+{{- $seen = append $seen $flag }}
+{{- end }}
 args:
-  - --lease-name={{ include "leaderd.leaseName" . }}
-  {{- with $v.lease.namespace }}
-  - --namespace={{ . }}
-  {{- end }}
-  - --lease-duration={{ $v.election.leaseDuration }}
-  - --renew-deadline={{ $v.election.renewDeadline }}
-  - --retry-period={{ $v.election.retryPeriod }}
-  - --http-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.http.bindAddress) "port" $v.http.port) }}
-  - --metrics-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.metrics.bindAddress) "port" $v.metrics.port) }}
-  - --release-on-shutdown={{ $v.election.releaseOnShutdown }}
-  - --emit-events={{ $v.events.enabled }}
-  - --log-format={{ $v.logging.format }}
-  {{- with $v.logging.level }}
-  - --log-level={{ . }}
-  {{- end }}
-  {{- range $v.extraArgs }}
-  - {{ . | quote }}
-  {{- end }}
+  {{- $args | nindent 2 }}
 env:
   - name: POD_NAME
     valueFrom:
@@ -198,6 +245,10 @@ env:
   {{- with $v.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- with $v.extraVolumeMounts }}
+volumeMounts:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 ports:
   - name: {{ $v.http.portName }}
     containerPort: {{ int $v.http.port }}
@@ -265,8 +316,9 @@ startup probe) before the app containers and is stopped after them. Public:
 leaderd.rbacRules: the Role's rules. Leases: get, update, watch on the one Lease (resourceNames;
 leaderd watches with fieldSelector=metadata.name=NAME, which resourceNames permits) and create
 (which RBAC cannot restrict by name). Events (events.k8s.io): create, patch, only when
-events.enabled. Pods: get, patch, only when podLabel.enabled (reserved for --label-pod).
-Never delete.
+events.enabled. Pods: get, patch (for --label-pod), only when podLabel.enabled and the Lease
+lives in the release namespace; otherwise leaderd.podLabelRules go into a Role of their own in
+the release namespace (see leaderd.podLabelRoleSeparate). Never delete.
 */}}
 {{- define "leaderd.rbacRules" -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
@@ -282,11 +334,37 @@ Never delete.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
-{{- if $v.podLabel.enabled }}
+{{- if and $v.podLabel.enabled (not (include "leaderd.podLabelRoleSeparate" .)) }}
+{{ include "leaderd.podLabelRules" . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+leaderd.podLabelRules: the rule --label-pod needs: pods get, patch. Namespace-wide, because RBAC
+cannot name pods that do not exist yet (resourceNames would have to list every future pod).
+*/}}
+{{- define "leaderd.podLabelRules" -}}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "patch"]
-{{- end }}
+{{- end -}}
+
+{{/*
+leaderd.podLabelRoleSeparate: "true" when podLabel.enabled and the Lease's namespace is not the
+release namespace. leaderd labels its own pod, in its own namespace (POD_NAMESPACE), so the pods
+rule then needs a Role and RoleBinding of its own in the release namespace (rbac.yaml).
+*/}}
+{{- define "leaderd.podLabelRoleSeparate" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- if and $v.podLabel.enabled (ne (include "leaderd.leaseNamespace" .) .Release.Namespace) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.leaderServiceName: the name of the demo's leader Service, "<fullname>-leader" (the full
+name cut to fit the 63 characters of a Service name).
+*/}}
+{{- define "leaderd.leaderServiceName" -}}
+{{- printf "%s-leader" (include "leaderd.fullname" . | trunc 56 | trimSuffix "-") -}}
 {{- end -}}
 
 {{/*
