@@ -510,3 +510,88 @@ async fn priority_handover_moves_leadership_up_once_and_equal_priorities_do_not_
     c.assert_alive();
     c.assert_safe();
 }
+
+/// A local HTTP server standing in for the app: answers the first `fail_first` POSTs with 500,
+/// then 204, and forwards every body it got (with the status it answered).
+async fn app_receiver(
+    fail_first: usize,
+) -> (SocketAddr, mpsc::UnboundedReceiver<(u16, LeaderView)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut seen = 0usize;
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut r = BufReader::new(s);
+            // One connection may carry several requests (keep-alive).
+            loop {
+                let mut len = 0usize;
+                let mut line = String::new();
+                match r.read_line(&mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).await.is_err() {
+                    break;
+                }
+                seen += 1;
+                let code = if seen <= fail_first { 500 } else { 204 };
+                if let Ok(v) = serde_json::from_slice::<LeaderView>(&body) {
+                    let _ = tx.send((code, v));
+                }
+                let reply = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n");
+                if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_url_gets_every_change_and_retries_a_failing_app() {
+    let mut c = Cluster::start(0).await;
+    let (app, mut posts) = app_receiver(2).await;
+    let url = format!("http://{app}/leader-changed");
+    c.spawn("c1", &["--notify-url", &url]).await;
+    let (leader, epoch) = c.leader(D * 3, &[]).await;
+    assert_eq!((leader.as_str(), epoch), ("c1", 1));
+    // The app fails twice; the sidecar retries until the newest state is accepted.
+    let mut got = Vec::new();
+    let accepted = loop {
+        let (code, v) = timeout(Duration::from_secs(10), posts.recv())
+            .await
+            .expect("a POST within 10 s")
+            .expect("receiver running");
+        got.push(code);
+        if code == 204 && v.is_leader {
+            break v;
+        }
+    };
+    assert!(got.iter().filter(|c| **c == 500).count() == 2, "{got:?}");
+    assert_eq!(accepted.epoch, Some(1));
+    assert_eq!(accepted.identity, "c1");
+    // A change (a release) is posted too.
+    let (code, _) = request(c.get("c1").addr, "POST", "/leader/release").await;
+    assert_eq!(code, 200);
+    let (_, v) = timeout(Duration::from_secs(5), posts.recv())
+        .await
+        .expect("the release is posted")
+        .unwrap();
+    assert!(!v.is_leader);
+    c.assert_alive();
+}
