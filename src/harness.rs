@@ -135,17 +135,35 @@ impl Candidate {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        Self::start(&spec.identity, cmd, true).await
+    }
+
+    /// Start any process that serves leaderd's `/leader` JSON and logs, on stderr, a line
+    /// containing `http api listening` and `addr=A` (or `"addr":"A"`), such as a runner around
+    /// another leader-election library; wait until it listens (at most 20 s). Its stdin and
+    /// stdout are null, its stderr is read as its log, and it is killed on drop. Its
+    /// `metrics_addr` is its `/leader` address (such processes need not serve metrics).
+    pub async fn spawn_command(name: &str, mut cmd: Command) -> io::Result<Candidate> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Self::start(name, cmd, false).await
+    }
+
+    /// Spawn `cmd` (stderr piped) and wait for its listen addresses in its log.
+    async fn start(name: &str, mut cmd: Command, metrics: bool) -> io::Result<Candidate> {
         let mut child = cmd.spawn()?;
         let stderr = child.stderr.take().expect("piped");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, mut addr_rx) = watch::channel((None::<SocketAddr>, None::<SocketAddr>));
-        let (name, sink) = (spec.identity.clone(), logs.clone());
+        let (tag, sink) = (name.to_string(), logs.clone());
         let echo = std::env::var_os("LEADERD_TEST_ECHO").is_some();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if echo {
-                    eprintln!("[{name}] {line}");
+                    eprintln!("[{tag}] {line}");
                 }
                 if line.contains("http api listening") {
                     addr_tx.send_modify(|a| a.0 = logged_addr(&line));
@@ -157,22 +175,24 @@ impl Candidate {
         });
         let found = timeout(
             Duration::from_secs(20),
-            addr_rx.wait_for(|a| a.0.is_some() && a.1.is_some()),
+            addr_rx.wait_for(|a| a.0.is_some() && (a.1.is_some() || !metrics)),
         )
         .await;
         let (addr, metrics_addr) = match found {
-            Ok(Ok(a)) => (a.0.expect("checked"), a.1.expect("checked")),
+            Ok(Ok(a)) => {
+                let addr = a.0.expect("checked");
+                (addr, a.1.unwrap_or(addr))
+            }
             _ => {
                 let _ = child.start_kill();
                 let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
                 return Err(io::Error::other(format!(
-                    "{} did not start listening; its log:\n{logs}",
-                    spec.identity
+                    "{name} did not start listening; its log:\n{logs}"
                 )));
             }
         };
         Ok(Candidate {
-            name: spec.identity.clone(),
+            name: name.to_string(),
             addr,
             metrics_addr,
             child,

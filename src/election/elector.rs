@@ -30,16 +30,21 @@ pub struct ElectorConfig {
     pub call_timeout: Duration,
     /// How long a watch may stay silent before it is re-established.
     pub watch_silence: Duration,
+    /// Upper bound of the random offset added to every expiry this candidate waits out, so that
+    /// many followers do not all write at once when a record expires.
+    pub takeover_spread: Duration,
 }
 
 impl ElectorConfig {
-    /// Defaults derived from `params`: calls time out after renew-deadline / 2, a watch silent
-    /// for 75 s is re-established (the store asks the server to end watches after 60 s).
+    /// Defaults derived from `params`: calls time out after renew-deadline / 2, followers spread
+    /// their takeovers over min(retry-period / 4, 50 ms), a watch silent for 75 s is
+    /// re-established (the store asks the server to end watches after 60 s).
     pub fn new(params: Params) -> Self {
         ElectorConfig {
             call_timeout: params.renew_deadline / 2,
             release_on_shutdown: true,
             watch_silence: Duration::from_secs(75),
+            takeover_spread: (params.retry_period / 4).min(Duration::from_millis(50)),
             params,
         }
     }
@@ -199,11 +204,13 @@ pub fn jitter(d: Duration) -> Duration {
 impl<S: LeaseStore> Elector<S> {
     /// An elector that publishes to `status`.
     pub fn new(store: S, cfg: ElectorConfig, status: StatusTx) -> Self {
+        let mut state = ElectionState::new();
+        state.takeover_delay = cfg.takeover_spread.mul_f64(fastrand::f64());
         Elector {
             cfg,
             store,
             status,
-            state: ElectionState::new(),
+            state,
             observed_wall: None,
             last_holder: None,
             transitions: Vec::new(),

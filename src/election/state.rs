@@ -173,6 +173,10 @@ pub struct ElectionState {
     pub poll_at: Option<Instant>,
     /// After a deliberate release, do not take the lease again before this instant.
     pub keep_out_until: Option<Instant>,
+    /// Added to every expiry this candidate waits out (a small random offset, fixed per
+    /// process), so that many followers of one record do not all write at the same instant.
+    /// Waiting longer never weakens safety; releases are not delayed.
+    pub takeover_delay: Duration,
     /// resourceVersions observed lately, so that a late watch event for a version already
     /// seen through a read or our own write does not roll the known record back.
     recent: VecDeque<String>,
@@ -247,6 +251,7 @@ impl ElectionState {
             watch_up: false,
             poll_at: None,
             keep_out_until: None,
+            takeover_delay: Duration::ZERO,
             recent: VecDeque::new(),
         }
     }
@@ -527,7 +532,7 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
         Known::Unknown => Step::Read,
         // 3. Absent: create once the absence has been seen for a full lease duration.
         Known::Absent { since, wait } => {
-            let at = *since + *wait;
+            let at = *since + *wait + s.takeover_delay;
             if now < at {
                 return poll(at);
             }
@@ -551,7 +556,7 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
                 .lease_duration_seconds
                 .map(|d| Duration::from_secs(d.min(MAX_EPOCH) as u64))
                 .unwrap_or_default();
-            let expires = o.observed_at + p.lease_duration.max(record_wait);
+            let expires = o.observed_at + p.lease_duration.max(record_wait) + s.takeover_delay;
             // Rules 5 and 10: a release is free at once, but one meant for another candidate
             // only after a retry period (its target goes first).
             let free_at = match &r.release_to {
