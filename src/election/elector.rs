@@ -549,7 +549,29 @@ impl<S: LeaseStore> Elector<S> {
                     } else {
                         "acquiring the lease"
                     };
-                    self.after_write(res.map(|(l, _)| l), sent, renew, what);
+                    let now = Instant::now();
+                    let claiming = self
+                        .state
+                        .tenure
+                        .as_ref()
+                        .is_some_and(|t| now < t.valid_until);
+                    match res {
+                        // Create-on-update: the Lease had been deleted, so the apiserver created
+                        // it from this PUT without checking its resourceVersion (rule 3). Unless
+                        // our claim still runs (then nobody else can have started one), the
+                        // write says nothing about who else leads: it starts no tenure, and the
+                        // record it made is waited out like anyone's (rule 8).
+                        Ok((lease, true)) if !claiming => {
+                            warn!("{what}: the lease had been deleted and this write recreated it unchecked; waiting it out");
+                            if let Some(r) = self.state.expire(now) {
+                                self.lost(r);
+                            }
+                            self.observed();
+                            let params = self.cfg.params.clone();
+                            self.state.observe(lease, now, &params, Source::Direct);
+                        }
+                        res => self.after_write(res.map(|(l, _)| l), sent, renew, what),
+                    }
                 }
                 Step::HandOver { to } => {
                     info!(to = %to, "a candidate of higher priority is announced; handing over");

@@ -3,6 +3,8 @@
 
 pub mod elector;
 pub mod memory;
+#[cfg(test)]
+mod proptests;
 pub mod record;
 pub mod state;
 pub mod store;

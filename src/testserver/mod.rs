@@ -47,6 +47,55 @@ pub struct RequestRecord {
     pub at: Instant,
 }
 
+/// One committed change of a Lease, as [`TestServer::lease_changes`] reports it.
+#[derive(Clone, Debug)]
+pub struct LeaseChange {
+    /// The resourceVersion the change got.
+    pub resource_version: u64,
+    /// ADDED, MODIFIED or DELETED.
+    pub kind: &'static str,
+    /// The Lease's namespace.
+    pub namespace: String,
+    /// The Lease's name.
+    pub name: String,
+    /// The object after the change (for DELETED: its last state).
+    pub object: Value,
+    /// When the change was committed: after the write's request arrived, before anyone (the
+    /// writer included) could see the result.
+    pub at: Instant,
+}
+
+/// Every Lease change after [`TestServer::lease_changes`] was called, in commit order (for
+/// checkers that need the order and time of writes; watches are for clients).
+pub struct LeaseChanges {
+    rx: tokio::sync::broadcast::Receiver<Arc<store::Event>>,
+    /// Changes this receiver fell too far behind to see (0 unless it was not polled for
+    /// thousands of changes).
+    pub lagged: u64,
+}
+
+impl LeaseChanges {
+    /// The next change; `None` once the server is gone.
+    pub async fn next(&mut self) -> Option<LeaseChange> {
+        loop {
+            match self.rx.recv().await {
+                Ok(ev) => {
+                    return Some(LeaseChange {
+                        resource_version: ev.rv,
+                        kind: ev.kind,
+                        namespace: ev.ns.clone(),
+                        name: ev.name.clone(),
+                        object: ev.object.clone(),
+                        at: ev.at,
+                    })
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => self.lagged += n,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
 /// Faults currently injected.
 #[derive(Default)]
 struct Faults {
@@ -423,6 +472,14 @@ impl TestServer {
     /// Every `events.k8s.io/v1` Event posted so far (patched ones in their latest state).
     pub fn events(&self) -> Vec<Value> {
         lock(&self.shared.events).clone()
+    }
+
+    /// Every Lease change from now on, with its commit time.
+    pub fn lease_changes(&self) -> LeaseChanges {
+        LeaseChanges {
+            rx: lock(&self.shared.store).subscribe(),
+            lagged: 0,
+        }
     }
 
     /// Every request seen so far, in order of arrival.

@@ -25,6 +25,8 @@ pub(super) struct Event {
     pub name: String,
     /// The object after the change (for DELETED: its last state with the deletion's rv).
     pub object: Value,
+    /// When the change was committed (taken under the store lock, before anyone can read it).
+    pub at: std::time::Instant,
 }
 
 impl Event {
@@ -118,6 +120,7 @@ impl Store {
             ns: ns.into(),
             name: name.into(),
             object: obj.clone(),
+            at: std::time::Instant::now(),
         });
         obj
     }
@@ -134,6 +137,7 @@ impl Store {
             ns: ns.into(),
             name: name.into(),
             object: obj.clone(),
+            at: std::time::Instant::now(),
         });
         Some(obj)
     }

@@ -1,0 +1,1155 @@
+//! Chaos runner: the Lease API test server (in this process) and N real leaderd processes,
+//! with faults injected at random for a given duration and seed, and a checker that fails the
+//! run on any safety or liveness violation.
+//!
+//! ```sh
+//! cargo bench --bench chaos -- --seed 42 --duration 10m --candidates 5   # the full run
+//! cargo bench --bench chaos -- --seed 1 --duration 60s                    # the CI run
+//! cargo bench --bench chaos -- --drift beyond --duration 2m               # drift past the bound
+//! ```
+//!
+//! Faults (see `docs/reliability.md`): kill -9 and SIGTERM of candidates (restarted after a
+//! while); a silent partition of one candidate from the API server (requests held unanswered,
+//! watch silent) and its heal; slow API calls (100 ms – 2 s) for one candidate; a share of
+//! requests (of one candidate or of all) answered 500, 503 or 429 with Retry-After; a foreign
+//! writer that deletes the Lease, rewrites it with a fake holder, with garbage (negative
+//! duration, bad times, huge transitions, wrong types), or edits only its annotations (including
+//! leaderd's own: a fake candidate announcement, a fake release marker, a fake holder
+//! priority). Candidates run under libfaketime with start-time offsets of ±1 h and clock rates
+//! (wall and monotonic) per `--drift`. Chaos phases (8–25 s) alternate with calm phases (all
+//! faults cleared, dead candidates restarted) in which a leader must appear within
+//! D/rate_min + 1.2·P/rate_min + the longest latency injected + 1 s (Retry-After) + 0.5 s.
+//! Candidate c1 is never killed, so that one process lives through the whole run for the
+//! memory check.
+//!
+//! The seed fixes the sequence of faults and their parameters; the timing (and so what each
+//! fault hits) still depends on the machine.
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it is a 20-second smoke run with three
+//! candidates.
+
+#[path = "chaos/check.rs"]
+mod check;
+#[path = "chaos/procs.rs"]
+mod procs;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, ValueEnum};
+use fastrand::Rng;
+use leaderd::election::record::micro_time;
+use leaderd::testserver::TestServer;
+use serde_json::{json, Value};
+
+use check::{Calm, Input, Report, Version};
+use procs::{lock, Ask, Clock, Launch, Proc, Record};
+
+const NS: &str = "default";
+const LEASE: &str = "chaos";
+/// The process tests' timing: lease duration, renew deadline, retry period.
+const D: Duration = Duration::from_secs(3);
+const R: Duration = Duration::from_secs(2);
+const P: Duration = Duration::from_millis(250);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Drift {
+    /// Real clocks (no libfaketime).
+    None,
+    /// Rates ×0.95, ×1.00, ×1.05 (ρ = 5 %, inside the bound of 20 % for D = 3 s, R = 2 s).
+    Within,
+    /// Rates ×0.8 and ×1.2: ρ = 20 %, exactly at the bound (R/0.8 = D/1.2 = 2.5 s).
+    Bound,
+    /// Rates ×0.6 and ×1.2: a slow leader's claim (R/0.6 = 3.33 s) outlasts a fast follower's
+    /// wait (D/1.2 = 2.5 s). Overlaps are expected, not failures.
+    Beyond,
+}
+
+impl Drift {
+    fn rates(self) -> &'static [f64] {
+        match self {
+            Drift::None => &[1.0],
+            Drift::Within => &[0.95, 1.0, 1.05],
+            Drift::Bound => &[0.8, 1.2],
+            Drift::Beyond => &[0.6, 1.2],
+        }
+    }
+
+    /// Whether the design promises safety at these rates: R/k_min < D/k_max, or equal (the
+    /// latency of every observation and write then still orders the claims).
+    fn within_bound(self) -> bool {
+        let r = self.rates();
+        let (lo, hi) = (
+            r.iter().copied().fold(f64::INFINITY, f64::min),
+            r.iter().copied().fold(0.0, f64::max),
+        );
+        R.as_secs_f64() / lo <= D.as_secs_f64() / hi + 1e-9
+    }
+}
+
+/// `cargo bench --bench chaos -- [options]`
+#[derive(Parser, Debug)]
+#[command(
+    name = "chaos",
+    about = "leaderd chaos run: random faults, every /leader sampled, violations fail the run"
+)]
+struct Args {
+    /// Seed of the fault sequence (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long to inject faults (the final calm phase and shutdown come on top).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Number of leaderd candidates.
+    #[arg(long)]
+    candidates: Option<usize>,
+    /// Clock rates of the candidates (libfaketime); offsets are always ±1 h or 0.
+    #[arg(long, value_enum, default_value_t = Drift::Within)]
+    drift: Drift,
+    /// How often each candidate's /leader is asked.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    sample_period: Duration,
+    /// Mean time between two faults in a chaos phase.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    mean_interval: Duration,
+    /// Fault kinds to inject (comma-separated; default all but the opt-in ones): kill,term,
+    /// partition,slow,errors,delete,foreign,garbage,annotations; opt-in: forged (a forged
+    /// release marker: breaks the design's assumptions, overlaps are possible).
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
+    /// The leaderd binary (default: the one cargo built for this bench). A copy keeps a long
+    /// run safe from rebuilds of target/ while it runs.
+    #[arg(long)]
+    leaderd: Option<PathBuf>,
+    /// Where to write the JSON summary (default `$CARGO_TARGET_DIR/bench/chaos.json`).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Where to write the candidates' logs (default `$CARGO_TARGET_DIR/bench/chaos-logs`).
+    #[arg(long)]
+    logs: Option<PathBuf>,
+    /// Passed by `cargo bench`; without it this is a quick smoke run.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// A benchmark-name filter (as `cargo bench FILTER` passes it).
+    #[arg(hide = true)]
+    filter: Option<String>,
+}
+
+const KINDS: [&str; 10] = [
+    "kill",
+    "term",
+    "partition",
+    "slow",
+    "errors",
+    "delete",
+    "foreign",
+    "garbage",
+    "annotations",
+    "forged",
+];
+const WEIGHTS: [f64; 10] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5];
+/// Kinds injected only when asked for with `--faults`: they break the design's assumptions
+/// (known limits, see docs/reliability.md).
+const OPT_IN: [&str; 1] = ["forged"];
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.filter.as_deref().is_some_and(|f| !"chaos".contains(f)) {
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chaos: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chaos: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Raise the soft RLIMIT_NOFILE (pollers, SSE streams and the server's connections).
+fn raise_nofile(need: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < need {
+            lim.rlim_cur = need.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// The runner's state.
+struct Runner {
+    server: Arc<TestServer>,
+    dir: tempfile::TempDir,
+    logs: PathBuf,
+    bin: PathBuf,
+    libfaketime: Option<PathBuf>,
+    drift: Drift,
+    sample_period: Duration,
+    mean_interval: Duration,
+    t0: Instant,
+    rng: Rng,
+    /// Per slot (c1..cN): its processes so far (indices into `procs`).
+    slots: Vec<Vec<usize>>,
+    procs: Vec<Proc>,
+    counts: BTreeMap<String, u64>,
+    undo: Vec<(Instant, Undo)>,
+    term_timeouts: Vec<String>,
+    /// Longest latency injected in the current chaos phase.
+    phase_latency: Duration,
+    ghosts: u64,
+    max_epoch: i64,
+    quiet: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Undo {
+    Heal(String),
+    Unslow(String),
+    ErrorsOff(Option<String>),
+    Restart(usize),
+    TermDeadline(usize),
+}
+
+impl Runner {
+    fn name(slot: usize) -> String {
+        format!("c{}", slot + 1)
+    }
+
+    fn count(&mut self, what: impl Into<String>) {
+        *self.counts.entry(what.into()).or_default() += 1;
+    }
+
+    fn note(&self, what: &str) {
+        if !self.quiet {
+            println!("  +{:7.3}s {what}", self.t0.elapsed().as_secs_f64());
+        }
+    }
+
+    fn current(&self, slot: usize) -> Option<&Proc> {
+        self.slots[slot].last().map(|&i| &self.procs[i])
+    }
+
+    fn alive(&self, slot: usize) -> bool {
+        self.current(slot).is_some_and(Proc::alive)
+    }
+
+    /// Alive and not asked to end: may be picked for a fault.
+    fn targetable(&self, slot: usize) -> bool {
+        self.current(slot).is_some_and(|p| p.alive() && !p.asked)
+    }
+
+    /// The slot whose process leads by its latest answer.
+    fn leader_slot(&self) -> Option<usize> {
+        (0..self.slots.len()).find(|&s| {
+            self.current(s)
+                .is_some_and(|p| p.alive() && lock(&p.record).leading_now())
+        })
+    }
+
+    fn pick_clock(&mut self, slot: usize) -> Clock {
+        if self.drift == Drift::None {
+            return Clock::REAL;
+        }
+        let rates = self.drift.rates();
+        // The witness (c1) keeps one clock for the whole run; the others draw one per start.
+        let rate = if slot == 0 {
+            rates[0]
+        } else {
+            rates[self.rng.usize(..rates.len())]
+        };
+        let offset_h = [-1, 0, 1][self.rng.usize(..3)];
+        Clock { rate, offset_h }
+    }
+
+    async fn spawn(&mut self, slot: usize) -> anyhow::Result<()> {
+        let name = Self::name(slot);
+        let gen = self.slots[slot].len() + 1;
+        let label = format!("{name}#{gen}");
+        let clock = self.pick_clock(slot);
+        let yaml = self.server.kubeconfig_yaml(&name, NS);
+        let launch = Launch {
+            bin: self.bin.clone(),
+            kubeconfig: procs::kubeconfig(self.dir.path(), &yaml, &name)?,
+            lease: LEASE.into(),
+            namespace: NS.into(),
+            identity: name.clone(),
+            timing: (D, R, P),
+            clock: clock.clone(),
+            libfaketime: self.libfaketime.clone(),
+            log_path: self.logs.join(format!("{name}-{gen}.log")),
+            sample_period: self.sample_period,
+        };
+        let p = procs::spawn(label.clone(), &launch, self.t0).await?;
+        self.note(&format!("start {label} ({})", clock.label()));
+        self.slots[slot].push(self.procs.len());
+        self.procs.push(p);
+        Ok(())
+    }
+
+    fn choose_target(&mut self, allow_witness: bool) -> Option<usize> {
+        let live: Vec<usize> = (0..self.slots.len())
+            .filter(|&s| self.targetable(s) && (allow_witness || s != 0))
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        // Half of the time, the leader (if it qualifies): that is where faults matter most.
+        if self.rng.bool() {
+            if let Some(l) = self.leader_slot().filter(|l| live.contains(l)) {
+                return Some(l);
+            }
+        }
+        Some(live[self.rng.usize(..live.len())])
+    }
+
+    fn current_lease(&mut self) -> Option<Value> {
+        let l = self.server.lease(NS, LEASE)?;
+        if let Some(t) = l
+            .get("spec")
+            .and_then(|s| s.get("leaseTransitions"))
+            .and_then(Value::as_i64)
+        {
+            self.max_epoch = self.max_epoch.max(t);
+        }
+        Some(l)
+    }
+
+    fn ghost(&mut self) -> String {
+        self.ghosts += 1;
+        format!("ghost-{}", self.ghosts)
+    }
+
+    async fn inject(&mut self, kind: &str) -> anyhow::Result<()> {
+        let now = Instant::now();
+        match kind {
+            "kill" | "term" => {
+                let Some(slot) = self.choose_target(false) else {
+                    return Ok(());
+                };
+                let idx = *self.slots[slot].last().expect("alive");
+                let label = lock(&self.procs[idx].record).label.clone();
+                if kind == "kill" {
+                    self.procs[idx].ask(Ask::Kill9);
+                    self.count("kill -9");
+                    self.note(&format!("kill -9 {label}"));
+                } else {
+                    self.procs[idx].ask(Ask::Term);
+                    self.count("SIGTERM");
+                    self.note(&format!("SIGTERM {label}"));
+                    self.undo
+                        .push((now + Duration::from_secs(10), Undo::TermDeadline(idx)));
+                }
+                let after = Duration::from_millis(self.rng.u64(500..5000));
+                self.undo.push((now + after, Undo::Restart(slot)));
+            }
+            "partition" => {
+                let Some(slot) = self.choose_target(true) else {
+                    return Ok(());
+                };
+                let name = Self::name(slot);
+                let d = Duration::from_millis(self.rng.u64(500..6000));
+                self.server.partition(&name);
+                self.count("partition");
+                self.note(&format!("partition {name} for {d:?}"));
+                self.undo.push((now + d, Undo::Heal(name)));
+            }
+            "slow" => {
+                let Some(slot) = self.choose_target(true) else {
+                    return Ok(());
+                };
+                let name = Self::name(slot);
+                let lat = Duration::from_millis(self.rng.u64(100..=2000));
+                let d = Duration::from_millis(self.rng.u64(2000..10000));
+                self.server.set_latency(&name, lat);
+                self.phase_latency = self.phase_latency.max(lat);
+                self.count("slow API");
+                self.note(&format!("slow {name}: +{lat:?} per call for {d:?}"));
+                self.undo.push((now + d, Undo::Unslow(name)));
+            }
+            "errors" => {
+                let status = [500u16, 503, 429][self.rng.usize(..3)];
+                let rate = 0.2 + self.rng.f64() * 0.7;
+                let who = if self.rng.f64() < 0.3 {
+                    None
+                } else {
+                    self.choose_target(true).map(Self::name)
+                };
+                let d = Duration::from_millis(self.rng.u64(2000..8000));
+                self.server.set_error_rate(who.as_deref(), rate, status);
+                self.count(format!("API errors {status}"));
+                self.note(&format!(
+                    "{:.0}% of {} answered {status} for {d:?}",
+                    rate * 100.0,
+                    who.as_deref().unwrap_or("all")
+                ));
+                self.undo.push((now + d, Undo::ErrorsOff(who)));
+            }
+            "delete" => {
+                self.current_lease();
+                if self.server.delete_lease(NS, LEASE) {
+                    self.count("foreign: delete Lease");
+                    self.note("delete the Lease");
+                }
+            }
+            "foreign" => {
+                let Some(mut l) = self.current_lease() else {
+                    return Ok(());
+                };
+                let ghost = self.ghost();
+                let now = micro_time(SystemTime::now());
+                l["spec"] = json!({
+                    "holderIdentity": ghost,
+                    "leaseDurationSeconds": self.rng.i64(1..=3),
+                    "acquireTime": now, "renewTime": now,
+                    "leaseTransitions": self.max_epoch + 1,
+                });
+                self.server.put_raw(NS, LEASE, l);
+                self.count("foreign: other holder");
+                self.note(&format!("foreign write: holder {ghost}"));
+            }
+            "garbage" => {
+                let Some(mut l) = self.current_lease() else {
+                    return Ok(());
+                };
+                let ghost = self.ghost();
+                let now = micro_time(SystemTime::now());
+                let t = self.max_epoch + 1;
+                let (what, spec) = match self.rng.usize(..5) {
+                    0 => (
+                        "negative duration",
+                        json!({"holderIdentity": ghost, "leaseDurationSeconds": -5,
+                               "acquireTime": now, "renewTime": now, "leaseTransitions": t}),
+                    ),
+                    1 => (
+                        "bad times",
+                        json!({"holderIdentity": ghost, "leaseDurationSeconds": 2,
+                               "acquireTime": 12, "renewTime": "2026-13-45T99:99:99Z",
+                               "leaseTransitions": t}),
+                    ),
+                    2 => (
+                        "huge transitions",
+                        json!({"holderIdentity": ghost, "leaseDurationSeconds": 3,
+                               "acquireTime": now, "renewTime": "bad time",
+                               "leaseTransitions": self.max_epoch + 1_000_000}),
+                    ),
+                    3 => {
+                        l["metadata"]["annotations"] = json!(5);
+                        (
+                            "wrong types",
+                            json!({"holderIdentity": 42, "leaseDurationSeconds": "3",
+                                   "acquireTime": [], "renewTime": {}, "leaseTransitions": t,
+                                   "unknownField": true}),
+                        )
+                    }
+                    _ => {
+                        // Without leaderd's marker, also when an earlier edit left one behind.
+                        if let Some(a) = l["metadata"]["annotations"].as_object_mut() {
+                            a.remove("leaderd.io/released-by");
+                            a.remove("leaderd.io/release-to");
+                        }
+                        (
+                            "empty holder without release marker",
+                            json!({"holderIdentity": "", "leaseDurationSeconds": 1,
+                                   "renewTime": now, "leaseTransitions": t}),
+                        )
+                    }
+                };
+                l["spec"] = spec;
+                self.server.put_raw(NS, LEASE, l);
+                self.count(format!("foreign: garbage ({what})"));
+                self.note(&format!("foreign write: garbage ({what})"));
+            }
+            "annotations" => {
+                let Some(mut l) = self.current_lease() else {
+                    return Ok(());
+                };
+                if !l["metadata"]["annotations"].is_object() {
+                    l["metadata"]["annotations"] = json!({});
+                }
+                let n = self.rng.u32(..);
+                let held = l["spec"]["holderIdentity"]
+                    .as_str()
+                    .is_some_and(|h| !h.is_empty());
+                let a = &mut l["metadata"]["annotations"];
+                let what = match self.rng.usize(..4) {
+                    0 => {
+                        a["chaos.example.com/note"] = json!(n.to_string());
+                        l["metadata"]["labels"] = json!({"chaos": n.to_string()});
+                        "foreign annotation and label"
+                    }
+                    1 => {
+                        a["leaderd.io/candidate"] = json!("ghost-candidate");
+                        a["leaderd.io/candidate-priority"] = json!("100");
+                        "fake candidate announcement"
+                    }
+                    // Only onto a held record: leaderd's marker on a record without holder is
+                    // a forged release, which followers take at once (a known limit, see
+                    // docs/reliability.md).
+                    2 if held => {
+                        a["leaderd.io/released-by"] = json!("ghost");
+                        "fake release marker on a held record"
+                    }
+                    _ => {
+                        a["leaderd.io/holder-priority"] = json!("-5");
+                        "fake holder priority"
+                    }
+                };
+                self.server.put_raw(NS, LEASE, l);
+                self.count(format!("foreign: annotations ({what})"));
+                self.note(&format!("foreign write: annotations only ({what})"));
+            }
+            "forged" => {
+                // leaderd's release marker on a record without holder, written by someone else
+                // than the holder: followers take it as a release (a known limit).
+                let Some(mut l) = self.current_lease() else {
+                    return Ok(());
+                };
+                if !l["metadata"]["annotations"].is_object() {
+                    l["metadata"]["annotations"] = json!({});
+                }
+                l["metadata"]["annotations"]["leaderd.io/released-by"] = json!("ghost");
+                l["spec"]["holderIdentity"] = json!("");
+                self.server.put_raw(NS, LEASE, l);
+                self.count("foreign: forged release (opt-in)");
+                self.note("foreign write: forged release marker on an empty holder");
+            }
+            _ => unreachable!("unknown kind {kind}"),
+        }
+        Ok(())
+    }
+
+    async fn do_undo(&mut self, u: Undo) -> anyhow::Result<()> {
+        match u {
+            Undo::Heal(n) => {
+                self.server.heal(&n);
+                self.note(&format!("heal {n}"));
+            }
+            Undo::Unslow(n) => self.server.set_latency(&n, Duration::ZERO),
+            Undo::ErrorsOff(n) => self.server.set_error_rate(n.as_deref(), 0.0, 500),
+            Undo::Restart(slot) => {
+                if self.alive(slot) {
+                    // Still shutting down: try again shortly.
+                    self.undo.push((
+                        Instant::now() + Duration::from_millis(500),
+                        Undo::Restart(slot),
+                    ));
+                } else {
+                    self.restart_dead(slot).await?;
+                }
+            }
+            Undo::TermDeadline(idx) => {
+                if self.procs[idx].alive() {
+                    let label = lock(&self.procs[idx].record).label.clone();
+                    self.term_timeouts
+                        .push(format!("{label} did not exit within 10 s of SIGTERM"));
+                    self.procs[idx].ask(Ask::Kill9);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restart_dead(&mut self, slot: usize) -> anyhow::Result<()> {
+        if self.alive(slot) {
+            return Ok(());
+        }
+        if let Some(p) = self.current(slot) {
+            p.stop_watchers();
+        }
+        self.spawn(slot).await
+    }
+
+    /// Clear every fault, restart the dead, and wait for a leader. Returns the window.
+    async fn calm(&mut self, extra: Duration) -> anyhow::Result<Calm> {
+        self.server.clear_faults();
+        let start = Instant::now();
+        self.note("calm: faults cleared");
+        let pending: Vec<(Instant, Undo)> = std::mem::take(&mut self.undo);
+        let rates = self.drift.rates();
+        let k_min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let bound = D.div_f64(k_min)
+            + P.mul_f64(1.2 / k_min)
+            + self.phase_latency
+            + Duration::from_secs(1)
+            + Duration::from_millis(500);
+        self.phase_latency = Duration::ZERO;
+        for (_, u) in pending {
+            if let Undo::TermDeadline(idx) = u {
+                if !self.procs[idx].wait_exit(Duration::from_secs(10)).await {
+                    self.do_undo(Undo::TermDeadline(idx)).await?;
+                    self.procs[idx].wait_exit(Duration::from_secs(5)).await;
+                }
+            }
+        }
+        for slot in 0..self.slots.len() {
+            if let Some(p) = self.current(slot) {
+                if !p.alive() {
+                    self.restart_dead(slot).await?;
+                }
+            }
+        }
+        let deadline = start + bound + Duration::from_secs(1);
+        while Instant::now() < deadline && self.leader_slot().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match self.leader_slot() {
+            Some(s) => self.note(&format!(
+                "calm: {} leads after {:.2}s (bound {:.2}s)",
+                Self::name(s),
+                start.elapsed().as_secs_f64(),
+                bound.as_secs_f64()
+            )),
+            None => self.note("calm: no leader yet"),
+        }
+        tokio::time::sleep(extra).await;
+        Ok(Calm {
+            start,
+            bound,
+            end: Instant::now(),
+        })
+    }
+
+    /// One chaos phase until `until`.
+    async fn chaos(&mut self, until: Instant, kinds: &[(&'static str, f64)]) -> anyhow::Result<()> {
+        let total: f64 = kinds.iter().map(|k| k.1).sum();
+        let mean = self.mean_interval;
+        let mut next = Instant::now() + exp(&mut self.rng, mean);
+        loop {
+            self.undo.sort_by_key(|u| u.0);
+            let due = self.undo.first().map(|u| u.0);
+            let wake = due.map_or(next, |d| d.min(next)).min(until);
+            tokio::time::sleep_until(wake.into()).await;
+            let now = Instant::now();
+            while self.undo.first().is_some_and(|u| u.0 <= now) {
+                let (_, u) = self.undo.remove(0);
+                self.do_undo(u).await?;
+            }
+            if now >= until {
+                return Ok(());
+            }
+            if now >= next && total > 0.0 {
+                let mut x = self.rng.f64() * total;
+                let mut kind = kinds[0].0;
+                for (k, w) in kinds {
+                    if x < *w {
+                        kind = k;
+                        break;
+                    }
+                    x -= w;
+                }
+                self.inject(kind).await?;
+                next = Instant::now() + exp(&mut self.rng, mean);
+            }
+        }
+    }
+}
+
+fn exp(rng: &mut Rng, mean: Duration) -> Duration {
+    let x = -(1.0 - rng.f64()).ln();
+    mean.mul_f64(x).max(Duration::from_millis(50))
+}
+
+/// Check that libfaketime changes leaderd's clocks as configured: a leaderd at `-1h x2` must
+/// renew twice per retry period of real time and report observed_at an hour behind.
+async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
+    let name = "preflight";
+    let lease = "chaos-preflight";
+    r.server.put_raw(
+        NS,
+        lease,
+        json!({"metadata": {"annotations": {"leaderd.io/released-by": "chaos"}},
+               "spec": {"leaseDurationSeconds": 1, "leaseTransitions": 0}}),
+    );
+    let yaml = r.server.kubeconfig_yaml(name, NS);
+    let clock = Clock {
+        rate: 2.0,
+        offset_h: -1,
+    };
+    let launch = Launch {
+        bin: r.bin.clone(),
+        kubeconfig: procs::kubeconfig(r.dir.path(), &yaml, name)?,
+        lease: lease.into(),
+        namespace: NS.into(),
+        identity: name.into(),
+        timing: (D, R, P),
+        clock,
+        libfaketime: r.libfaketime.clone(),
+        log_path: r.logs.join("preflight.log"),
+        sample_period: Duration::from_millis(50),
+    };
+    let mut p = procs::spawn(name.into(), &launch, r.t0).await?;
+    let t = Instant::now();
+    while !lock(&p.record).leading_now() && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !lock(&p.record).leading_now() {
+        p.ask(Ask::Kill9);
+        bail!("preflight: the faked leaderd did not lead within 10 s");
+    }
+    let from = Instant::now();
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    let renewals = r
+        .server
+        .requests()
+        .iter()
+        .filter(|q| q.client == name && q.verb == "update" && q.status == 200 && q.at >= from)
+        .count();
+    let observed = leaderd::harness::get(&leaderd::harness::http_client(), p.addr, "/leader")
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["observed_at"].as_str().map(str::to_string));
+    p.ask(Ask::Term);
+    p.wait_exit(Duration::from_secs(10)).await;
+    p.stop_watchers();
+    let expected = window.as_secs_f64() / P.as_secs_f64();
+    let skew = observed
+        .as_deref()
+        .and_then(|o| humantime::parse_rfc3339_weak(o).ok())
+        .and_then(|o| SystemTime::now().duration_since(o).ok())
+        .map(|d| d.as_secs_f64());
+    let msg = format!(
+        "libfaketime preflight (-1h x2): {renewals} renewals in {window:?} (real clock: {expected:.0}, x2: {:.0}), observed_at {} s behind",
+        expected * 2.0,
+        skew.map_or("?".into(), |s| format!("{s:.0}"))
+    );
+    if (renewals as f64) < expected * 1.6 || !skew.is_some_and(|s| (s - 3600.0).abs() < 120.0) {
+        bail!("{msg}: libfaketime does not drive leaderd's clocks here");
+    }
+    Ok(msg)
+}
+
+async fn run(a: Args) -> anyhow::Result<bool> {
+    let smoke = !a.bench;
+    let duration = a.duration.unwrap_or(if smoke {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(60)
+    });
+    let n = a.candidates.unwrap_or(if smoke { 3 } else { 5 });
+    if n < 2 {
+        bail!("--candidates must be at least 2");
+    }
+    let seed = a.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000)
+            .unwrap_or(1)
+    });
+    let kinds: Vec<(&'static str, f64)> = KINDS
+        .iter()
+        .zip(WEIGHTS)
+        .filter(|(k, _)| {
+            if a.faults.is_empty() {
+                !OPT_IN.contains(k)
+            } else {
+                a.faults.iter().any(|f| f == *k)
+            }
+        })
+        .map(|(k, w)| (*k, w))
+        .collect();
+    if let Some(bad) = a.faults.iter().find(|f| !KINDS.contains(&f.as_str())) {
+        bail!("unknown fault kind {bad:?}; known: {}", KINDS.join(","));
+    }
+    let libfaketime = procs::find_libfaketime();
+    let mut drift = a.drift;
+    if drift != Drift::None && libfaketime.is_none() {
+        if smoke {
+            eprintln!("chaos smoke run: libfaketime not found, running with real clocks");
+            drift = Drift::None;
+        } else {
+            bail!(
+                "--drift {drift:?} needs libfaketime: apt-get install faketime (or --drift none)"
+            );
+        }
+    }
+    if a.sample_period > Duration::from_millis(20) {
+        bail!("--sample-period must be at most 20ms (the checker samples at >= 50 Hz)");
+    }
+    raise_nofile(8192);
+    let logs = a
+        .logs
+        .clone()
+        .unwrap_or_else(|| target_dir().join("bench").join("chaos-logs"));
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+
+    let server = Arc::new(TestServer::start().await?);
+    let mut changes = server.lease_changes();
+    let versions: Arc<Mutex<Vec<Version>>> = Arc::default();
+    let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let collector = {
+        let (versions, lagged) = (versions.clone(), lagged.clone());
+        tokio::spawn(async move {
+            while let Some(c) = changes.next().await {
+                lagged.store(changes.lagged, std::sync::atomic::Ordering::Relaxed);
+                if c.namespace == NS && c.name == LEASE {
+                    versions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Version::from_change(&c));
+                }
+            }
+        })
+    };
+
+    let t0 = Instant::now();
+    let mut r = Runner {
+        server: server.clone(),
+        dir: tempfile::tempdir()?,
+        logs: logs.clone(),
+        bin: a
+            .leaderd
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_leaderd").into()),
+        libfaketime,
+        drift,
+        sample_period: a.sample_period,
+        mean_interval: a.mean_interval,
+        t0,
+        rng: Rng::with_seed(seed),
+        slots: vec![Vec::new(); n],
+        procs: Vec::new(),
+        counts: BTreeMap::new(),
+        undo: Vec::new(),
+        term_timeouts: Vec::new(),
+        phase_latency: Duration::ZERO,
+        ghosts: 0,
+        max_epoch: 0,
+        quiet: std::env::var_os("CHAOS_QUIET").is_some(),
+    };
+    let cmd = format!(
+        "cargo bench --bench chaos -- --seed {seed} --duration {} --candidates {n} --drift {}{}",
+        humantime::format_duration(duration),
+        format!("{drift:?}").to_lowercase(),
+        if a.faults.is_empty() {
+            String::new()
+        } else {
+            format!(" --faults {}", a.faults.join(","))
+        }
+    );
+    println!("chaos: {cmd}");
+    println!(
+        "  D/R/P {}/{}/{}, clock rates {:?}, offsets -1h/0/+1h, sampling every {:?}, logs in {}",
+        humantime::format_duration(D),
+        humantime::format_duration(R),
+        humantime::format_duration(P),
+        drift.rates(),
+        a.sample_period,
+        logs.display()
+    );
+    let preflight_msg = if drift != Drift::None {
+        let m = preflight(&mut r).await?;
+        println!("  {m}");
+        Some(m)
+    } else {
+        None
+    };
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    for slot in 0..n {
+        r.spawn(slot).await?;
+    }
+    let mut calms = Vec::new();
+    // The first election waits a lease duration (rule 4): count it as a calm window too.
+    calms.push(r.calm(Duration::from_secs(1)).await?);
+    let started = Instant::now();
+    let end = started + duration;
+    while Instant::now() < end {
+        let len = Duration::from_millis(r.rng.u64(8000..25000));
+        let until = (Instant::now() + len).min(end);
+        r.chaos(until, &kinds).await?;
+        let extra = Duration::from_millis(r.rng.u64(1000..4000));
+        calms.push(r.calm(extra).await?);
+    }
+    let chaos_time = started.elapsed();
+
+    // Shutdown: SIGTERM everyone; each must exit 0.
+    for slot in 0..n {
+        if let Some(&i) = r.slots[slot].last() {
+            let p = &mut r.procs[i];
+            if p.alive() && !p.asked {
+                p.ask(Ask::Term);
+            }
+        }
+    }
+    for i in 0..r.procs.len() {
+        if r.procs[i].alive() && !r.procs[i].wait_exit(Duration::from_secs(10)).await {
+            r.do_undo(Undo::TermDeadline(i)).await?;
+            r.procs[i].wait_exit(Duration::from_secs(5)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for p in &r.procs {
+        p.stop_watchers();
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let records: Vec<Record> = r.procs.iter().map(|p| lock(&p.record).clone()).collect();
+    let versions = versions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    collector.abort();
+    let within = drift.within_bound();
+    let rep = check::check(&Input {
+        t0,
+        records: &records,
+        versions: &versions,
+        calms: &calms,
+        renew_deadline: R,
+        within_bound: within,
+        lagged_changes: lagged.load(std::sync::atomic::Ordering::Relaxed),
+        term_timeouts: &r.term_timeouts,
+    });
+    let summary = Summary {
+        cmd: &cmd,
+        seed,
+        n,
+        drift,
+        duration: chaos_time,
+        counts: &r.counts,
+        records: &records,
+        versions: versions.len(),
+        rep: &rep,
+        calms: calms.len(),
+        load: (load_before, load_after),
+        preflight: preflight_msg,
+    };
+    summary.print();
+    let json_path = a
+        .json
+        .clone()
+        .or_else(|| (!smoke).then(|| target_dir().join("bench").join("chaos.json")));
+    if let Some(p) = json_path {
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(&p, serde_json::to_vec_pretty(&summary.json())?)?;
+        println!("JSON summary: {}", p.display());
+    }
+    Ok(rep.violations.is_empty())
+}
+
+struct Summary<'a> {
+    cmd: &'a str,
+    seed: u64,
+    n: usize,
+    drift: Drift,
+    duration: Duration,
+    counts: &'a BTreeMap<String, u64>,
+    records: &'a [Record],
+    versions: usize,
+    rep: &'a Report,
+    calms: usize,
+    load: (String, String),
+    preflight: Option<String>,
+}
+
+impl Summary<'_> {
+    fn stops(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for r in self.records {
+            for (_, e) in &r.logs {
+                let k = match e {
+                    procs::LogEvent::Became { .. } => "became leader".to_string(),
+                    procs::LogEvent::Stopped { reason, .. } => format!("stopped leading: {reason}"),
+                };
+                *m.entry(k).or_default() += 1;
+            }
+        }
+        m
+    }
+
+    fn exits(&self) -> (usize, usize, usize) {
+        let mut k = (0, 0, 0);
+        for r in self.records {
+            match r.exit.as_ref().and_then(|e| e.asked) {
+                Some(Ask::Kill9) => k.0 += 1,
+                Some(Ask::Term) => k.1 += 1,
+                None => k.2 += 1,
+            }
+        }
+        k
+    }
+
+    fn print(&self) {
+        let rep = self.rep;
+        let total: u64 = self.counts.values().sum();
+        println!("\n== chaos summary");
+        println!("command:      {}", self.cmd);
+        println!(
+            "run:          {:.0} s of chaos phases and calm windows ({} calm windows), {} candidates, drift {:?} (rates {:?}; safety promised: {})",
+            self.duration.as_secs_f64(),
+            self.calms,
+            self.n,
+            self.drift,
+            self.drift.rates(),
+            self.drift.within_bound()
+        );
+        println!(
+            "load average: before {}  after {}",
+            self.load.0.trim(),
+            self.load.1.trim()
+        );
+        if let Some(p) = &self.preflight {
+            println!("faketime:     {p}");
+        }
+        println!("faults injected: {total}");
+        for (k, v) in self.counts {
+            println!("  {v:5}  {k}");
+        }
+        let (killed, termed, other) = self.exits();
+        println!(
+            "processes:    {} started; {killed} killed (-9), {termed} terminated (SIGTERM, incl. the final shutdown), {other} other exits",
+            self.records.len()
+        );
+        println!("transitions (logs):");
+        for (k, v) in self.stops() {
+            println!("  {v:5}  {k}");
+        }
+        println!(
+            "              {} SSE events ({} is_leader changes), {} sampled leadership runs, {} Lease versions committed",
+            rep.sse_events, rep.sse_transitions, rep.sampled_runs, self.versions
+        );
+        println!(
+            "epochs:       {} tenures, epochs {:?} → {:?}, {} resets excused (fresh process after a deletion)",
+            rep.claims,
+            rep.first_epoch,
+            rep.last_epoch,
+            rep.epoch_resets_excused.len()
+        );
+        for e in &rep.epoch_resets_excused {
+            println!("    excused: {e}");
+        }
+        println!(
+            "ordering:     {} handovers between processes; {} pairs of tenures proven ordered",
+            rep.handovers, rep.proven_pairs
+        );
+        for (release, what) in [(true, "after a release"), (false, "after an expiry")] {
+            let (n, min, p50) = margins(rep, release);
+            println!("              {n} {what}: margin min {min:.0} ms, p50 {p50:.0} ms");
+        }
+        if let Some(w) = &rep.min_margin_at {
+            println!("              closest: {w}");
+        }
+        if let Some((d, b)) = rep.worst_liveness {
+            println!(
+                "liveness:     {} windows after faults stopped; slowest leader {:.2} s (its bound {:.2} s)",
+                rep.liveness.len(),
+                d,
+                b
+            );
+        }
+        if let Some((g, at, calm)) = rep.longest_gap {
+            println!(
+                "leaderless:   longest gap {:.2} s at +{:.1}s ({}); longest in calm windows {:.2} s",
+                g.as_secs_f64(),
+                at,
+                if calm { "calm" } else { "chaos" },
+                rep.longest_calm_gap.map_or(0.0, |g| g.as_secs_f64())
+            );
+        }
+        println!(
+            "sampling:     min {:.0} Hz, mean {:.0} Hz per candidate, longest gap between samples {:?}",
+            rep.sampling.0, rep.sampling.1, rep.sampling.2
+        );
+        println!("memory:");
+        for l in &rep.memory {
+            println!("  {l}");
+        }
+        for w in &rep.warnings {
+            println!("warning:      {w}");
+        }
+        if !rep.expected.is_empty() {
+            println!(
+                "expected (drift beyond the bound): {} findings",
+                rep.expected.len()
+            );
+            for e in rep.expected.iter().take(20) {
+                println!("  {e}");
+            }
+        }
+        println!("violations:   {}", rep.violations.len());
+        for v in &rep.violations {
+            println!("  {v}");
+        }
+    }
+
+    fn json(&self) -> Value {
+        let rep = self.rep;
+        let (killed, termed, other) = self.exits();
+        json!({
+            "command": self.cmd,
+            "seed": self.seed,
+            "candidates": self.n,
+            "drift": format!("{:?}", self.drift).to_lowercase(),
+            "rates": self.drift.rates(),
+            "safety_promised": self.drift.within_bound(),
+            "seconds": self.duration.as_secs_f64(),
+            "timing": {"lease_duration_ms": D.as_millis() as u64, "renew_deadline_ms": R.as_millis() as u64, "retry_period_ms": P.as_millis() as u64},
+            "faults": self.counts,
+            "processes": {"started": self.records.len(), "killed": killed, "terminated": termed, "other_exits": other},
+            "transitions": self.stops(),
+            "sse_events": rep.sse_events,
+            "sampled_runs": rep.sampled_runs,
+            "lease_versions": self.versions,
+            "tenures": rep.claims,
+            "epochs": [rep.first_epoch, rep.last_epoch],
+            "epoch_resets_excused": rep.epoch_resets_excused,
+            "handovers": rep.handovers,
+            "proven_pairs": rep.proven_pairs,
+            "margins_ms": {
+                "after_release": {"n": margins(rep, true).0, "min": margins(rep, true).1, "p50": margins(rep, true).2},
+                "after_expiry": {"n": margins(rep, false).0, "min": margins(rep, false).1, "p50": margins(rep, false).2},
+            },
+            "closest": rep.min_margin_at,
+            "liveness": rep.liveness.iter().map(|l| json!({"at_s": l.0, "leader_after_s": l.1, "bound_s": l.2})).collect::<Vec<_>>(),
+            "longest_leaderless_gap_s": rep.longest_gap.map(|g| g.0.as_secs_f64()),
+            "longest_calm_gap_s": rep.longest_calm_gap.map(|g| g.as_secs_f64()),
+            "sampling_hz": {"min": rep.sampling.0, "mean": rep.sampling.1, "longest_gap_ms": rep.sampling.2.as_millis() as u64},
+            "memory": rep.memory,
+            "load": [self.load.0.trim(), self.load.1.trim()],
+            "warnings": rep.warnings,
+            "expected": rep.expected,
+            "violations": rep.violations,
+        })
+    }
+}
+
+/// (count, min, median) of the handover margins after a release (or after an expiry), in ms.
+fn margins(rep: &Report, release: bool) -> (usize, f64, f64) {
+    let mut m: Vec<f64> = rep
+        .margins_ms
+        .iter()
+        .filter(|x| x.1 == release)
+        .map(|x| x.0)
+        .collect();
+    m.sort_by(f64::total_cmp);
+    let p50 = m.get(m.len() / 2).copied().unwrap_or(f64::NAN);
+    (m.len(), m.first().copied().unwrap_or(f64::NAN), p50)
+}

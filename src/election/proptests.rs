@@ -1,0 +1,949 @@
+//! Property tests of what comes from outside: the Lease JSON that leaderd decodes (anything a
+//! writer with RBAC on the Lease can put there), and the step function driven by arbitrary
+//! interleavings of requests, answers, lost answers, late watch events, foreign writes,
+//! deletions, restarts and time.
+//!
+//! The model of the second part: an in-memory, linearizable Lease store; candidates whose
+//! requests leave at one instant (`sent`), are applied by the store at a later one (its commit,
+//! with the resourceVersion precondition), and are answered — or not (a lost answer: the write
+//! may have been applied) — later still; one clock for all (drift is the chaos runner's part).
+//! After every operation: at most one candidate claims leadership (`now < valid_until`), every
+//! step `decide` returns is allowed by the rules, and (when no foreign writer deleted the Lease
+//! or lowered its epoch) every new tenure's epoch exceeds every earlier one.
+
+use std::time::{Duration, SystemTime};
+
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+
+use super::record::{
+    new_lease_object, LeaseRecord, StoredLease, CANDIDATE_ANNOTATION,
+    CANDIDATE_PRIORITY_ANNOTATION, HOLDER_PRIORITY_ANNOTATION, RELEASED_BY_ANNOTATION,
+    RELEASE_TO_ANNOTATION,
+};
+use super::state::{decide, release_record, ElectionState, Known, Params, Source, Step, MAX_EPOCH};
+
+// ---------------------------------------------------------------------------------------------
+// Record decoding
+
+/// Keys that mean something to leaderd, mixed with others, so that generated objects hit the
+/// decoder's paths.
+const KEYS: &[&str] = &[
+    "metadata",
+    "spec",
+    "resourceVersion",
+    "uid",
+    "annotations",
+    "labels",
+    "holderIdentity",
+    "leaseDurationSeconds",
+    "acquireTime",
+    "renewTime",
+    "leaseTransitions",
+    RELEASED_BY_ANNOTATION,
+    RELEASE_TO_ANNOTATION,
+    HOLDER_PRIORITY_ANNOTATION,
+    CANDIDATE_ANNOTATION,
+    CANDIDATE_PRIORITY_ANNOTATION,
+    "managedFields",
+    "",
+    "x",
+];
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        prop_oneof![
+            Just(i64::from(i32::MAX)),
+            Just(i64::from(i32::MAX) + 1),
+            Just(-1i64),
+            Just(0i64),
+            0i64..10
+        ]
+        .prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        ".{0,12}".prop_map(Value::from),
+        prop_oneof![
+            Just("2026-11-23T09:00:00.000000Z"),
+            Just("bad time"),
+            Just(" 7 "),
+            Just("-3"),
+            Just("9223372036854775808"),
+        ]
+        .prop_map(Value::from),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    scalar().prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|kv| {
+                Value::Object(
+                    kv.into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect::<Map<_, _>>(),
+                )
+            }),
+        ]
+    })
+}
+
+/// A Lease-shaped object with arbitrary content where leaderd looks.
+fn lease_like() -> impl Strategy<Value = Value> {
+    (
+        json_value(),
+        json_value(),
+        json_value(),
+        prop::option::of(prop_oneof![".{0,6}".prop_map(Value::from), scalar()]),
+    )
+        .prop_map(|(spec, annotations, extra, rv)| {
+            let mut meta = Map::new();
+            if let Some(rv) = rv {
+                meta.insert("resourceVersion".into(), rv);
+            }
+            meta.insert("annotations".into(), annotations);
+            meta.insert("uid".into(), extra.clone());
+            json!({"metadata": meta, "spec": spec, "status": extra})
+        })
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "[a-z0-9-]{1,12}"
+}
+
+/// A record with values leaderd itself could write.
+fn record() -> impl Strategy<Value = LeaseRecord> {
+    (
+        prop::option::of(text()),
+        prop::option::of(1i64..100_000),
+        prop::option::of(text()),
+        prop::option::of(text()),
+        prop::option::of(0i64..=MAX_EPOCH),
+        (
+            prop::option::of(text()),
+            prop::option::of(text()),
+            prop::option::of(any::<i64>()),
+            prop::option::of((any::<i64>(), text())),
+        ),
+    )
+        .prop_map(
+            |(holder, d, a, r, t, (released_by, release_to, holder_priority, candidate))| {
+                LeaseRecord {
+                    holder,
+                    lease_duration_seconds: d,
+                    acquire_time: a,
+                    renew_time: r,
+                    transitions: t,
+                    released_by,
+                    release_to,
+                    holder_priority,
+                    candidate,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any JSON decodes without a panic: an object with a non-empty string resourceVersion is
+    /// usable, and then every decoded field is within its range; anything else is `Malformed`.
+    #[test]
+    fn any_json_decodes_leniently(v in prop_oneof![json_value(), lease_like()]) {
+        let usable = v.get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty());
+        match StoredLease::from_json(v.clone()) {
+            Ok(l) => {
+                prop_assert!(usable);
+                let r = &l.record;
+                prop_assert!(r.holder.as_ref().is_none_or(|h| !h.is_empty()));
+                prop_assert!(r.lease_duration_seconds.is_none_or(|d| d > 0));
+                prop_assert!(r.transitions.is_none_or(|t| t >= 0));
+                prop_assert!(r.candidate.as_ref().is_none_or(|c| !c.1.is_empty()));
+                // Writing back over it never panics and keeps the precondition.
+                let out = l.replaced_with(&LeaseRecord::default());
+                prop_assert_eq!(&out["metadata"]["resourceVersion"], &v["metadata"]["resourceVersion"]);
+                prop_assert!(out["metadata"].get("managedFields").is_none());
+                // And the decision on it never panics either.
+                let mut s = ElectionState::new();
+                let p = params(0, 0);
+                let now = Instant::now();
+                s.observe(l, now, &p, Source::Direct);
+                let _ = decide(&s, &p, now + Duration::from_secs(5), SystemTime::now());
+            }
+            Err(_) => prop_assert!(!usable),
+        }
+    }
+
+    /// Any spec and annotations decode without a panic (and `from_spec` agrees with itself).
+    #[test]
+    fn any_spec_decodes(spec in json_value(), ann in json_value()) {
+        let a = LeaseRecord::from_spec(Some(&spec), Some(&ann));
+        prop_assert_eq!(&a, &LeaseRecord::from_spec(Some(&spec), Some(&ann)));
+        // Only a held record with a renewTime is recognised as the same claim (rule 9).
+        prop_assert_eq!(a.same_claim(&a), a.holder.is_some() && a.renew_time.is_some());
+    }
+
+    /// What leaderd writes, it reads back: over any existing object (keeping its foreign
+    /// metadata), and as a new object.
+    #[test]
+    fn written_records_decode_to_themselves(r in record(), base in lease_like()) {
+        let mut base = base;
+        base["metadata"]["resourceVersion"] = json!("17");
+        let Ok(stored) = StoredLease::from_json(base) else {
+            return Err(TestCaseError::fail("base must decode"));
+        };
+        let mut out = stored.replaced_with(&r);
+        prop_assert_eq!(&out["metadata"]["resourceVersion"], "17");
+        out["metadata"]["resourceVersion"] = json!("18");
+        let back = StoredLease::from_json(out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&back.record, &r);
+        let mut fresh = new_lease_object(&r);
+        fresh["metadata"]["resourceVersion"] = json!("1");
+        let back = StoredLease::from_json(fresh).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(back.record, r);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The step function under arbitrary interleavings
+
+const D: Duration = Duration::from_secs(3);
+const R: Duration = Duration::from_secs(2);
+const P: Duration = Duration::from_millis(250);
+const CANDIDATES: usize = 3;
+
+fn params(i: usize, priority: i64) -> Params {
+    Params {
+        identity: format!("c{i}"),
+        lease_duration: D,
+        renew_deadline: R,
+        retry_period: P,
+        priority,
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Foreign {
+    /// Another holder, with the epoch moved by `delta` and this duration.
+    Ghost {
+        delta: i64,
+        duration: i64,
+    },
+    /// No holder and no release marker.
+    EmptyNoMarker,
+    /// The current object with only its annotations changed (which: 0..4).
+    Annotations(u8),
+    /// Garbage in every field.
+    Garbage,
+    Delete,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Candidate decides and sends its request (if the step is one).
+    Begin(usize),
+    /// The store applies candidate's pending request now.
+    Commit(usize),
+    /// The candidate receives the answer (`false`: it is lost; the request times out).
+    Answer(usize, bool),
+    /// Begin, Commit and Answer at once (the common case).
+    Drive(usize),
+    /// Time passes.
+    Advance(u16),
+    /// A watch event with the current object (or its deletion).
+    Watch(usize),
+    /// A late watch event with an older version.
+    WatchOld(usize, u8),
+    /// The watch goes down (followers poll) or comes back.
+    WatchUp(usize, bool),
+    Foreign(Foreign),
+    /// The process is killed and started again (its in-flight request may still commit).
+    Restart(usize),
+}
+
+/// Operations; `deletes`: whether the foreign writer may delete the Lease.
+fn op(deletes: bool) -> impl Strategy<Value = Op> {
+    let c = 0..CANDIDATES;
+    let others = prop_oneof![
+        (-3i64..3, -5i64..5).prop_map(|(delta, duration)| Foreign::Ghost { delta, duration }),
+        Just(Foreign::EmptyNoMarker),
+        (0u8..4).prop_map(Foreign::Annotations),
+        Just(Foreign::Garbage),
+    ];
+    let foreign = if deletes {
+        prop_oneof![4 => others, 1 => Just(Foreign::Delete)].boxed()
+    } else {
+        others.boxed()
+    };
+    prop_oneof![
+        3 => c.clone().prop_map(Op::Begin),
+        3 => c.clone().prop_map(Op::Commit),
+        3 => (c.clone(), prop::bool::weighted(0.8)).prop_map(|(i, ok)| Op::Answer(i, ok)),
+        8 => c.clone().prop_map(Op::Drive),
+        6 => prop_oneof![1u16..300, 300u16..4000].prop_map(Op::Advance),
+        3 => c.clone().prop_map(Op::Watch),
+        1 => (c.clone(), any::<u8>()).prop_map(|(i, k)| Op::WatchOld(i, k)),
+        1 => (c.clone(), any::<bool>()).prop_map(|(i, up)| Op::WatchUp(i, up)),
+        1 => foreign.prop_map(Op::Foreign),
+        1 => c.prop_map(Op::Restart),
+    ]
+}
+
+/// What a candidate sent and is waiting for.
+#[allow(clippy::large_enum_variant)] // one per candidate
+#[derive(Clone, Debug)]
+enum Request {
+    Read,
+    /// A create or a replace (`base` None: create).
+    Write {
+        base: Option<StoredLease>,
+        obj: Value,
+        kind: WriteKind,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum WriteKind {
+    Claim,
+    Release,
+    Announce,
+}
+
+#[derive(Clone, Debug)]
+enum Outcome {
+    Read(Option<StoredLease>),
+    /// The object written, and whether a PUT created it (create-on-update: unchecked).
+    Written(StoredLease, bool),
+    Conflict,
+}
+
+struct Pending {
+    generation: u32,
+    sent: Instant,
+    request: Request,
+    outcome: Option<Outcome>,
+}
+
+struct Cand {
+    p: Params,
+    s: ElectionState,
+    generation: u32,
+    pending: Option<Pending>,
+}
+
+struct World {
+    now: Instant,
+    cur: Option<StoredLease>,
+    history: Vec<StoredLease>,
+    rv: u64,
+    cands: Vec<Cand>,
+    /// Epochs of tenures started, in order.
+    acquired: Vec<(usize, i64)>,
+    /// A foreign writer deleted the Lease or lowered / erased its epoch.
+    epoch_reset_possible: bool,
+    ghosts: u64,
+    /// Whether the foreign writer may put leaderd's release marker on a record without holder.
+    forged_releases: bool,
+    /// Model the proposed fix: a successful POST starts no tenure either.
+    provisional_creates: bool,
+}
+
+impl World {
+    fn new(priorities: [i64; CANDIDATES]) -> World {
+        World {
+            now: Instant::now(),
+            cur: None,
+            history: Vec::new(),
+            rv: 100,
+            cands: (0..CANDIDATES)
+                .map(|i| Cand {
+                    p: params(i, priorities[i]),
+                    s: ElectionState::new(),
+                    generation: 0,
+                    pending: None,
+                })
+                .collect(),
+            acquired: Vec::new(),
+            epoch_reset_possible: false,
+            ghosts: 0,
+            forged_releases: false,
+            provisional_creates: false,
+        }
+    }
+
+    fn store(&mut self, mut obj: Value) -> StoredLease {
+        self.rv += 1;
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        obj["metadata"]["uid"] = json!("uid-1");
+        let l = StoredLease::from_json(obj).expect("stored objects decode");
+        self.cur = Some(l.clone());
+        self.history.push(l.clone());
+        l
+    }
+
+    /// Check a step against the rules before carrying it out.
+    fn allowed(&self, i: usize, step: &Step) -> Result<(), TestCaseError> {
+        let c = &self.cands[i];
+        let (s, p, now) = (&c.s, &c.p, self.now);
+        match step {
+            Step::Write {
+                base,
+                record,
+                renew: true,
+            } => {
+                let t = s
+                    .tenure
+                    .as_ref()
+                    .ok_or_else(|| fail("renew without a tenure"))?;
+                prop_assert_eq!(&t.base, base);
+                prop_assert_eq!(record.transitions, Some(t.epoch));
+                prop_assert_eq!(record.holder.as_deref(), Some(p.identity.as_str()));
+            }
+            Step::Write {
+                base,
+                record,
+                renew: false,
+            } => {
+                prop_assert!(s.tenure.is_none());
+                let Known::Present(o) = &s.known else {
+                    return Err(fail("acquire without a known record"));
+                };
+                prop_assert_eq!(&o.lease, base);
+                let r = &o.lease.record;
+                let ours = r.holder.as_deref() == Some(p.identity.as_str())
+                    && s.my_last_write.as_deref() == Some(o.lease.resource_version.as_str());
+                let wait = D.max(Duration::from_secs(
+                    r.lease_duration_seconds.unwrap_or(0).min(MAX_EPOCH) as u64,
+                ));
+                let released = r.is_released()
+                    && match &r.release_to {
+                        Some(to) if *to != p.identity => now >= o.observed_at + P,
+                        _ => true,
+                    };
+                prop_assert!(
+                    ours || released || now >= o.observed_at + wait,
+                    "acquired a record that is not free: {:?} observed {:?} ago",
+                    r,
+                    now - o.observed_at
+                );
+                prop_assert!(s.keep_out_until.is_none_or(|k| now >= k));
+                let expected = r.transitions.max(s.max_epoch_seen).map_or(1, |e| e + 1);
+                prop_assert_eq!(record.transitions, Some(expected));
+                prop_assert_eq!(record.holder.as_deref(), Some(p.identity.as_str()));
+            }
+            Step::Create(record) => {
+                let Known::Absent { since, wait } = &s.known else {
+                    return Err(fail("create without having seen the absence"));
+                };
+                prop_assert!(now >= *since + *wait);
+                prop_assert!(*wait >= D);
+                prop_assert_eq!(
+                    record.transitions,
+                    Some(s.max_epoch_seen.map_or(1, |e| e + 1))
+                );
+            }
+            Step::Announce { base, record } => {
+                prop_assert!(s.tenure.is_none());
+                prop_assert!(record.same_claim(&base.record));
+            }
+            Step::HandOver { .. } => prop_assert!(s.tenure.is_some()),
+            Step::Wait(t) => prop_assert!(*t > now || s.not_before == Some(*t)),
+            Step::Read | Step::Stuck { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, i: usize) -> Result<(), TestCaseError> {
+        if self.cands[i].pending.is_some() {
+            return Ok(());
+        }
+        let now = self.now;
+        {
+            let c = &mut self.cands[i];
+            c.s.expire(now);
+        }
+        let step = decide(&self.cands[i].s, &self.cands[i].p, now, SystemTime::now());
+        self.allowed(i, &step)?;
+        let c = &mut self.cands[i];
+        let request = match step {
+            Step::Wait(_) | Step::Stuck { .. } => return Ok(()),
+            Step::Read => Request::Read,
+            Step::Create(record) => Request::Write {
+                base: None,
+                obj: new_lease_object(&record),
+                kind: WriteKind::Claim,
+            },
+            Step::Write { base, record, .. } => Request::Write {
+                obj: base.replaced_with(&record),
+                base: Some(base),
+                kind: WriteKind::Claim,
+            },
+            Step::Announce { base, record } => Request::Write {
+                obj: base.replaced_with(&record),
+                base: Some(base),
+                kind: WriteKind::Announce,
+            },
+            Step::HandOver { to } => {
+                // The elector steps down before the release can reach anyone.
+                let t = c.s.release(now, &c.p).expect("leading");
+                let record = release_record(&c.p, &t, Some(to), SystemTime::now());
+                Request::Write {
+                    obj: t.base.replaced_with(&record),
+                    base: Some(t.base),
+                    kind: WriteKind::Release,
+                }
+            }
+        };
+        c.pending = Some(Pending {
+            generation: c.generation,
+            sent: now,
+            request,
+            outcome: None,
+        });
+        Ok(())
+    }
+
+    fn commit(&mut self, i: usize) {
+        let Some(req) = self.cands[i]
+            .pending
+            .as_ref()
+            .filter(|p| p.outcome.is_none())
+            .map(|p| p.request.clone())
+        else {
+            return;
+        };
+        let outcome = match req {
+            Request::Read => Outcome::Read(self.cur.clone()),
+            Request::Write { base, obj, .. } => {
+                let ok = match (&base, &self.cur) {
+                    (None, None) => true,
+                    (None, Some(_)) => false,
+                    // Create on update: the apiserver creates a missing Lease on PUT.
+                    (Some(_), None) => true,
+                    (Some(b), Some(c)) => b.resource_version == c.resource_version,
+                };
+                if ok {
+                    let created = base.is_some() && self.cur.is_none();
+                    Outcome::Written(self.store(obj), created)
+                } else {
+                    Outcome::Conflict
+                }
+            }
+        };
+        if let Some(p) = self.cands[i].pending.as_mut() {
+            p.outcome = Some(outcome);
+        }
+    }
+
+    fn answer(&mut self, i: usize, delivered: bool) {
+        let now = self.now;
+        let c = &mut self.cands[i];
+        // The elector ends a claim by its deadline while a request is in flight.
+        c.s.expire(now);
+        let Some(p) = c.pending.take() else { return };
+        if p.generation != c.generation {
+            return; // the process that sent it is gone
+        }
+        let Some(outcome) = p.outcome.filter(|_| delivered) else {
+            // Timed out (the write may or may not have been applied).
+            c.s.not_before = Some(now + P / 2);
+            return;
+        };
+        let kind = match &p.request {
+            Request::Write { kind, .. } => Some(*kind),
+            Request::Read => None,
+        };
+        let pending_is_post = matches!(&p.request, Request::Write { base: None, .. });
+        match (outcome, kind) {
+            (Outcome::Read(Some(l)), _) => {
+                c.s.observe(l, now, &c.p, Source::Direct);
+            }
+            (Outcome::Read(None), _) => c.s.observe_absent(now, &c.p),
+            // As the elector: a PUT that recreated a deleted Lease starts no tenure. With
+            // `provisional_creates` (the fix proposed in docs/reliability.md), neither does a
+            // POST.
+            (Outcome::Written(l, created), Some(WriteKind::Claim))
+                if c.s.tenure.is_none()
+                    && (created || self.provisional_creates && pending_is_post) =>
+            {
+                c.s.observe(l, now, &c.p, Source::Direct);
+            }
+            (Outcome::Written(l, _), Some(WriteKind::Claim)) => {
+                let was = c.s.tenure.is_some();
+                if let Some(e) = c.s.wrote(l, p.sent, now, &c.p) {
+                    if !was {
+                        self.acquired.push((i, e));
+                    }
+                }
+            }
+            (Outcome::Written(l, _), _) => {
+                c.s.observe(l, now, &c.p, Source::Direct);
+            }
+            (Outcome::Conflict, _) => c.s.stale = true,
+        }
+    }
+
+    fn foreign(&mut self, f: Foreign) {
+        self.ghosts += 1;
+        let ghost = format!("ghost-{}", self.ghosts);
+        let cur_t = self.cur.as_ref().and_then(|l| l.record.transitions);
+        let max_t = self
+            .history
+            .iter()
+            .filter_map(|l| l.record.transitions)
+            .max()
+            .unwrap_or(0);
+        let base = self.cur.as_ref().map(|l| l.raw.clone());
+        match f {
+            Foreign::Ghost { delta, duration } => {
+                let t = max_t + delta;
+                if delta <= 0 {
+                    self.epoch_reset_possible = true;
+                }
+                let mut obj = base.unwrap_or_else(|| json!({"metadata": {}}));
+                obj["spec"] = json!({"holderIdentity": ghost, "leaseDurationSeconds": duration,
+                                     "leaseTransitions": t, "renewTime": "x"});
+                self.store(obj);
+            }
+            Foreign::EmptyNoMarker => {
+                let mut obj = base.unwrap_or_else(|| json!({"metadata": {}}));
+                obj["spec"] = json!({"leaseDurationSeconds": 1, "leaseTransitions": max_t});
+                if let Some(a) = obj["metadata"]["annotations"].as_object_mut() {
+                    a.remove(RELEASED_BY_ANNOTATION);
+                }
+                if cur_t.is_none_or(|t| t < max_t) {
+                    self.epoch_reset_possible = true;
+                }
+                self.store(obj);
+            }
+            Foreign::Annotations(k) => {
+                let Some(mut obj) = base else { return };
+                if k == 2
+                    && !self.forged_releases
+                    && self.cur.as_ref().is_some_and(|l| l.record.holder.is_none())
+                {
+                    return; // a forged release: see `forged_release_marker_...` below
+                }
+                if !obj["metadata"]["annotations"].is_object() {
+                    obj["metadata"]["annotations"] = json!({});
+                }
+                let a = &mut obj["metadata"]["annotations"];
+                match k {
+                    0 => a["example.com/note"] = json!(ghost),
+                    1 => {
+                        a[CANDIDATE_ANNOTATION] = json!(ghost);
+                        a[CANDIDATE_PRIORITY_ANNOTATION] = json!("100");
+                    }
+                    2 => a[RELEASED_BY_ANNOTATION] = json!(ghost),
+                    _ => a[HOLDER_PRIORITY_ANNOTATION] = json!("-5"),
+                }
+                self.store(obj);
+            }
+            Foreign::Garbage => {
+                self.epoch_reset_possible = true;
+                self.store(json!({"metadata": {"annotations": 5}, "spec": "garbage"}));
+            }
+            Foreign::Delete => {
+                if self.cur.take().is_some() {
+                    self.epoch_reset_possible = true;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
+        match op {
+            Op::Begin(i) => self.begin(i)?,
+            Op::Commit(i) => self.commit(i),
+            Op::Answer(i, ok) => self.answer(i, ok),
+            Op::Drive(i) => {
+                self.begin(i)?;
+                self.commit(i);
+                self.answer(i, true);
+            }
+            Op::Advance(ms) => self.now += Duration::from_millis(u64::from(ms)),
+            Op::Watch(i) => {
+                let now = self.now;
+                let cur = self.cur.clone();
+                let c = &mut self.cands[i];
+                match cur {
+                    Some(l) => {
+                        c.s.observe(l, now, &c.p, Source::Watch);
+                    }
+                    None => c.s.observe_absent(now, &c.p),
+                }
+            }
+            Op::WatchOld(i, k) => {
+                if !self.history.is_empty() {
+                    let l = self.history[usize::from(k) % self.history.len()].clone();
+                    let now = self.now;
+                    let c = &mut self.cands[i];
+                    c.s.observe(l, now, &c.p, Source::Watch);
+                }
+            }
+            Op::WatchUp(i, up) => {
+                let now = self.now;
+                let s = &mut self.cands[i].s;
+                s.watch_up = up;
+                s.poll_at = (!up).then_some(now);
+            }
+            Op::Foreign(f) => self.foreign(f),
+            Op::Restart(i) => {
+                let c = &mut self.cands[i];
+                c.s = ElectionState::new();
+                c.generation += 1;
+                // Its in-flight request, if any, may still be applied; the answer goes nowhere.
+                if let Some(p) = c.pending.as_mut() {
+                    p.generation = u32::MAX;
+                }
+            }
+        }
+        self.check()
+    }
+
+    fn check(&self) -> Result<(), TestCaseError> {
+        let leaders: Vec<usize> = (0..CANDIDATES)
+            .filter(|&i| {
+                self.cands[i]
+                    .s
+                    .tenure
+                    .as_ref()
+                    .is_some_and(|t| self.now < t.valid_until)
+            })
+            .collect();
+        prop_assert!(leaders.len() <= 1, "two leaders at once: {:?}", leaders);
+        if !self.epoch_reset_possible {
+            for w in self.acquired.windows(2) {
+                prop_assert!(w[1].1 > w[0].1, "epochs did not rise: {:?}", self.acquired);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fail(s: &str) -> TestCaseError {
+    TestCaseError::fail(s.to_string())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Never two leaders, every step allowed by the rules, epochs rising, under any
+    /// interleaving of requests, answers, watch events, foreign writes, restarts and time.
+    #[test]
+    fn decide_is_safe_under_any_interleaving(
+        priorities in prop::array::uniform3(0i64..3),
+        ops in prop::collection::vec(op(false), 1..400),
+    ) {
+        let mut w = World::new(priorities);
+        for op in ops {
+            w.apply(op)?;
+        }
+    }
+}
+
+/// The model is not vacuous: driven plainly, candidates elect a leader, renew, fail over after
+/// a lost leader, and the epochs rise.
+#[test]
+fn the_model_elects_and_fails_over() {
+    let mut w = World::new([0, 0, 0]);
+    let drive_all = |w: &mut World| {
+        for i in 0..CANDIDATES {
+            w.apply(Op::Drive(i)).expect("safe");
+        }
+    };
+    for _ in 0..40 {
+        drive_all(&mut w);
+        w.apply(Op::Advance(200)).expect("safe");
+    }
+    assert_eq!(w.acquired.len(), 1, "one election: {:?}", w.acquired);
+    let (leader, _) = w.acquired[0];
+    // The leader dies; the others watch its last record expire and take over.
+    w.apply(Op::Restart(leader)).expect("safe");
+    for _ in 0..40 {
+        for i in (0..CANDIDATES).filter(|i| *i != leader) {
+            w.apply(Op::Drive(i)).expect("safe");
+        }
+        w.apply(Op::Advance(200)).expect("safe");
+    }
+    assert_eq!(w.acquired.len(), 2, "{:?}", w.acquired);
+    assert!(w.acquired[1].1 > w.acquired[0].1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// The same with foreign deletions and forged releases (leaderd's release marker written
+    /// by a foreign writer onto a record without holder): fails today, see the two tests below.
+    #[test]
+    #[ignore = "known: a Create after a missed create + foreign delete, and forged release markers (docs/reliability.md)"]
+    fn decide_is_safe_with_deletions_and_forged_releases(
+        priorities in prop::array::uniform3(0i64..3),
+        ops in prop::collection::vec(op(true), 1..400),
+    ) {
+        let mut w = World::new(priorities);
+        w.forged_releases = true;
+        for op in ops {
+            w.apply(op)?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// The fix proposed for the known Create bug, in the model: if a successful POST starts no
+    /// tenure (the created record is waited out like anyone's, then acquired with a checked
+    /// PUT), deletions no longer yield two leaders.
+    #[test]
+    fn with_provisional_creates_deletions_are_safe(
+        priorities in prop::array::uniform3(0i64..3),
+        ops in prop::collection::vec(op(true), 1..400),
+    ) {
+        let mut w = World::new(priorities);
+        w.provisional_creates = true;
+        for op in ops {
+            w.apply(op)?;
+        }
+    }
+}
+
+fn run(w: &mut World, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    for op in ops {
+        w.apply(op)?;
+    }
+    Ok(())
+}
+
+/// Found by the model: two foreign writes whose specs decode alike (here both unparsable), a
+/// tenure in between that c2 did not see. c2 took the second for the first, kept the observed
+/// time of the first (rule 9) and took over at once while c0 led. Rule 9 now recognises only a
+/// held record with a renewTime.
+#[test]
+fn a_replayed_spec_without_holder_restarts_the_wait() {
+    use Op::*;
+    let mut w = World::new([0, 0, 0]);
+    let ops = vec![
+        Foreign(self::Foreign::Garbage),
+        Watch(2),
+        Watch(0),
+        Advance(3000),
+        Drive(0),
+        Foreign(self::Foreign::Garbage),
+        Drive(2),
+        Drive(2),
+        Drive(2),
+    ];
+    run(&mut w, ops).expect("one leader at a time");
+    assert_eq!(w.acquired.len(), 1, "{:?}", w.acquired);
+}
+
+/// Known bug (found by the model): c2 saw the Lease absent, missed c0's create (its watch was
+/// down and it did not poll in between), the Lease was deleted by a foreign writer, and c2's
+/// create — whose only precondition is "absent" — succeeded at once while c0 still claimed.
+/// The absence c2 waited out was not the one its create replaced. See docs/reliability.md for
+/// the proposed fix (a created record is waited out like any other before it is claimed).
+#[test]
+#[ignore = "known bug: Create after a missed create + foreign delete (docs/reliability.md)"]
+fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
+    use Op::*;
+    let mut w = World::new([0, 0, 0]);
+    let ops = vec![
+        Drive(2),
+        Drive(1),
+        Advance(3000),
+        Drive(1),
+        Foreign(self::Foreign::Delete),
+        Drive(2),
+    ];
+    run(&mut w, ops).expect("one leader at a time");
+}
+
+/// Known limit (found by the model): a foreign writer puts leaderd's release marker onto a
+/// record without holder (here over unparsable garbage that replaced c0's record): followers
+/// take it as a release and take over at once, while c0 still claims until its next renewal
+/// conflicts. See docs/reliability.md for the proposed hardening (a release is free at once only
+/// if it names the holder of the record the follower saw before it, under the same epoch).
+#[test]
+#[ignore = "known: forged release marker (docs/reliability.md)"]
+fn a_forged_release_marker_is_not_a_release() {
+    use Op::*;
+    let mut w = World::new([0, 0, 0]);
+    w.forged_releases = true;
+    let ops = vec![
+        Drive(0),
+        Advance(3000),
+        Drive(0),
+        Foreign(self::Foreign::Garbage),
+        Foreign(self::Foreign::Annotations(2)),
+        Watch(1),
+        Drive(1),
+    ];
+    run(&mut w, ops).expect("one leader at a time");
+}
+
+fn stored(record: &LeaseRecord, rv: &str) -> StoredLease {
+    let mut obj = new_lease_object(record);
+    obj["metadata"]["resourceVersion"] = json!(rv);
+    StoredLease::from_json(obj).expect("decodes")
+}
+
+/// Found by the chaos runner (seed 42, c1#1 at +39.8 s): a renewal sent before the deadline
+/// but answered after it (the leader was partitioned; its held request went through on the
+/// heal) made the process lead again under the epoch of the claim that had just ended — the app
+/// saw "stopped leading" and then "became leader" with the same epoch. Now the late answer
+/// starts nothing, and the next step re-acquires the record with a new epoch (rule 6).
+#[test]
+fn a_renewal_answered_after_the_claim_ran_out_does_not_resume_it_under_the_same_epoch() {
+    let p = params(0, 0);
+    let mut s = ElectionState::new();
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let record = |epoch: i64| LeaseRecord {
+        holder: Some(p.identity.clone()),
+        lease_duration_seconds: Some(3),
+        renew_time: Some(format!("t{epoch}")),
+        transitions: Some(epoch),
+        ..LeaseRecord::default()
+    };
+    s.observe_absent(t0, &p);
+    let acquired = t0 + D;
+    assert_eq!(
+        s.wrote(stored(&record(1), "1"), acquired, acquired, &p),
+        Some(1)
+    );
+    // The renewal leaves 1.5 s into the claim and is answered 2.5 s into it.
+    let sent = acquired + ms(1500);
+    let answered = acquired + ms(2500);
+    assert!(
+        s.expire(answered).is_some(),
+        "the claim ran out at sent + R"
+    );
+    assert_eq!(s.wrote(stored(&record(1), "2"), sent, answered, &p), None);
+    assert!(s.tenure.is_none());
+    // The same holds when the elector had not noticed the deadline yet.
+    let mut s2 = ElectionState::new();
+    s2.observe_absent(t0, &p);
+    s2.wrote(stored(&record(1), "1"), acquired, acquired, &p);
+    assert_eq!(s2.wrote(stored(&record(1), "2"), sent, answered, &p), None);
+    // Next: our own record, re-acquired at once with a new epoch.
+    match decide(&s, &p, answered, SystemTime::now()) {
+        Step::Write {
+            renew: false,
+            record,
+            ..
+        } => assert_eq!(record.transitions, Some(2)),
+        other => panic!("expected a re-acquisition, got {other:?}"),
+    }
+}

@@ -1,0 +1,437 @@
+//! The local HTTP API under abuse, against the real binary: bad methods and paths, malformed
+//! requests, huge query strings and headers, slow clients (slowloris) and 10 000 concurrent
+//! connections. Every answer must be a clear HTTP error (or, for what is not HTTP at all, a
+//! closed connection), nothing may panic, and the election must not notice: the leader keeps
+//! renewing every retry period, nobody's leadership changes, and `/leader` keeps answering.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Cluster, P, R};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+/// Send raw bytes on a fresh connection and read until the server closes it (or 5 s pass).
+/// Returns the status code (None if no HTTP answer came) and the body.
+async fn raw(addr: SocketAddr, req: &[u8]) -> (Option<u16>, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(req).await;
+    let mut buf = Vec::new();
+    let _ = timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok());
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|b| b.1.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn request(method: &str, target: &str) -> Vec<u8> {
+    format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// The JSON error body leaderd answers with.
+fn assert_json_error(body: &str, code: u16) {
+    let v: serde_json::Value = serde_json::from_str(body.trim())
+        .unwrap_or_else(|e| panic!("not a JSON error body ({e}): {body:?}"));
+    assert_eq!(v["status"], code, "{body}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+}
+
+/// Successful renewals of `who` seen by the server since `from`.
+fn renewals(c: &Cluster, who: &str, from: std::time::Instant) -> Vec<std::time::Instant> {
+    c.server
+        .requests()
+        .iter()
+        .filter(|r| r.client == who && r.verb == "update" && r.status == 200 && r.at >= from)
+        .map(|r| r.at)
+        .collect()
+}
+
+/// The election did not notice: the leader renewed at least every `R / 2` since `from`, its
+/// tenure (name and epoch) is unchanged, nobody logged a transition, `/leader` answers.
+async fn assert_election_unaffected(
+    c: &mut Cluster,
+    leader: &str,
+    epoch: i64,
+    from: std::time::Instant,
+) {
+    let r = renewals(c, leader, from);
+    let elapsed = from.elapsed();
+    assert!(
+        r.len() as f64 >= elapsed.as_secs_f64() / P.as_secs_f64() * 0.6,
+        "{} renewals in {elapsed:?}",
+        r.len()
+    );
+    let mut prev = from;
+    for t in &r {
+        assert!(*t - prev < R / 2, "renewals {:?} apart", *t - prev);
+        prev = *t;
+    }
+    assert!(
+        std::time::Instant::now() - prev < R / 2,
+        "no renewal for {:?}",
+        prev.elapsed()
+    );
+    let now = c.leader(Duration::from_secs(1), &[]).await;
+    assert_eq!(now, (leader.to_string(), epoch), "leadership changed");
+    for cand in &c.cands {
+        let logs = cand.logs();
+        let transitions = logs
+            .iter()
+            .filter(|l| l.contains("became leader") || l.contains("stopped leading"))
+            .count();
+        let expected = usize::from(cand.name == leader);
+        assert_eq!(transitions, expected, "{}: {logs:#?}", cand.name);
+    }
+    c.assert_alive();
+    c.assert_safe();
+}
+
+async fn elected() -> (Cluster, String, i64, SocketAddr, SocketAddr) {
+    let c = Cluster::start(2).await;
+    let (leader, epoch) = c.leader(Duration::from_secs(10), &[]).await;
+    let addr = |n: &str| c.cands.iter().find(|x| x.name == n).expect("known").addr;
+    let follower = if leader == "c1" { "c2" } else { "c1" };
+    let (la, fa) = (addr(&leader), addr(follower));
+    (c, leader, epoch, la, fa)
+}
+
+/// Open file descriptors of a process.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_methods_paths_and_requests_get_clear_errors() {
+    let (mut c, leader, epoch, la, fa) = elected().await;
+    let from = std::time::Instant::now();
+    // Over and over for 2 × R, so that the election has to go on meanwhile.
+    let mut rounds = 0;
+    while rounds == 0 || from.elapsed() < R * 2 {
+        rounds += 1;
+        abuse_with_bad_requests(la, fa).await;
+    }
+    assert_election_unaffected(&mut c, &leader, epoch, from).await;
+}
+
+async fn abuse_with_bad_requests(la: SocketAddr, fa: SocketAddr) {
+    for addr in [la, fa] {
+        for method in ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO", "POST"] {
+            for path in [
+                "/leader",
+                "/leader/ready",
+                "/leader/stream",
+                "/healthz",
+                "/readyz",
+            ] {
+                let (code, body) = raw(addr, &request(method, path)).await;
+                assert_eq!(code, Some(405), "{method} {path}: {body}");
+                assert_json_error(&body, 405);
+            }
+        }
+        let (code, body) = raw(addr, &request("GET", "/leader/release")).await;
+        assert_eq!(code, Some(405), "{body}");
+        for path in [
+            "/",
+            "/nope",
+            "/leader/",
+            "/leader/x/y",
+            "/%ff%fe",
+            "/leader%00",
+        ] {
+            let (code, body) = raw(addr, &request("GET", path)).await;
+            assert_eq!(code, Some(404), "GET {path}: {body}");
+            assert_json_error(&body, 404);
+        }
+        for q in [
+            "wait=%ZZ",
+            "wait=-1s",
+            "wait=forever",
+            "wait=10m",
+            "wait=99999999999999999999999s",
+            "wait=1s&epoch=abc",
+            "epoch=1&epoch=2&wait=1s",
+        ] {
+            let (code, body) = raw(addr, &request("GET", &format!("/leader?{q}"))).await;
+            assert_eq!(code, Some(400), "?{q}: {body}");
+            assert_json_error(&body, 400);
+        }
+        // Not HTTP at all, or broken HTTP: a 400 or a closed connection, never a hang.
+        for junk in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"GET\r\n\r\n",
+            b"GET /leader HTTP/9.9\r\n\r\n",
+            b"GET /leader HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+            b"\0\0\0\0\0\0\0\0\r\n\r\n",
+        ] {
+            let t = Instant::now();
+            let (code, _) = raw(addr, junk).await;
+            assert!(code.is_none_or(|c| c == 400), "{junk:?}: {code:?}");
+            assert!(t.elapsed() < Duration::from_secs(5), "{junk:?} hung");
+        }
+        // A GET with a broken chunked body: the body is never read, so it is answered (200);
+        // the connection is then closed, not left hanging.
+        let t = Instant::now();
+        let (code, _) = raw(
+            addr,
+            b"GET /leader HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        )
+        .await;
+        assert!(code.is_none_or(|c| c == 200 || c == 400), "{code:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "broken chunked body hung"
+        );
+    }
+    // The follower refuses to release what it does not hold, clearly.
+    let (code, body) = raw(fa, &request("POST", "/leader/release")).await;
+    assert_eq!(code, Some(409), "{body}");
+    assert_json_error(&body, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_query_strings_and_headers_get_clear_answers() {
+    let (mut c, leader, epoch, la, _) = elected().await;
+    let from = std::time::Instant::now();
+    let mut rounds = 0;
+    while rounds == 0 || from.elapsed() < R * 2 {
+        rounds += 1;
+        abuse_with_huge_requests(la).await;
+    }
+    assert_election_unaffected(&mut c, &leader, epoch, from).await;
+}
+
+async fn abuse_with_huge_requests(la: SocketAddr) {
+    // A 100 KB query string: the URI is longer than the `http` crate takes (64 KB), so hyper
+    // answers 414 URI Too Long before leaderd sees it.
+    let big = "a".repeat(100 * 1024);
+    for q in [format!("x={big}"), format!("wait={big}")] {
+        let (code, _) = raw(la, &request("GET", &format!("/leader?{q}"))).await;
+        assert_eq!(code, Some(414));
+    }
+    // 60 KB: unknown parameters are ignored (the usual answer); a 60 KB wait is a bad wait.
+    let long = "a".repeat(60 * 1024);
+    let (code, body) = raw(la, &request("GET", &format!("/leader?x={long}"))).await;
+    assert_eq!(code, Some(200), "{}", &body[..body.len().min(200)]);
+    assert!(body.contains("\"is_leader\":true"), "{body}");
+    let (code, body) = raw(la, &request("GET", &format!("/leader?wait={long}"))).await;
+    assert_eq!(code, Some(400));
+    assert_json_error(&body, 400);
+    // A 100 KB header.
+    let req =
+        format!("GET /leader HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let (code, _) = raw(la, req.as_bytes()).await;
+    assert_eq!(code, Some(200));
+    // Past hyper's buffer limit (~400 KB of request head): 431, or the connection is closed.
+    let huge = "a".repeat(1024 * 1024);
+    for req in [
+        request("GET", &format!("/leader?x={huge}")),
+        format!("GET /leader HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n").into_bytes(),
+    ] {
+        let (code, _) = raw(la, &req).await;
+        assert!(
+            code.is_none_or(|c| c == 431 || c == 414 || c == 400),
+            "{code:?}"
+        );
+    }
+    // A thousand small headers.
+    let many: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (code, _) = raw(
+        la,
+        format!("GET /leader HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(code.is_none_or(|c| c == 431 || c == 400), "{code:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_do_not_hold_up_the_api_or_the_election() {
+    let (mut c, leader, epoch, la, _) = elected().await;
+    let pid = c
+        .cands
+        .iter()
+        .find(|x| x.name == leader)
+        .expect("leader")
+        .pid()
+        .expect("pid");
+    let base_fds = fds(pid);
+    let from = std::time::Instant::now();
+    // 300 slowloris clients: a request head sent one byte every 200 ms, never finished; 100
+    // that connect and say nothing; 100 SSE streams that are never read.
+    let mut held = Vec::new();
+    for i in 0..500 {
+        let mut s = TcpStream::connect(la).await.expect("connect");
+        if i >= 400 {
+            s.write_all(b"GET /leader/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+        }
+        held.push(s);
+    }
+    let trickle = tokio::spawn(async move {
+        let head = b"GET /leader HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        for round in 0.. {
+            for s in held.iter_mut().take(300) {
+                let b = head.get(round).copied().unwrap_or(b'a');
+                if s.write_all(&[b]).await.is_err() {
+                    continue;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        held
+    });
+    // Meanwhile /leader answers fresh clients at once, for 2 × R.
+    let client = leaderd::harness::http_client();
+    let end = Instant::now() + R * 2;
+    let mut worst = Duration::ZERO;
+    while Instant::now() < end {
+        let t = Instant::now();
+        let v = leaderd::harness::get_leader(&client, la)
+            .await
+            .expect("answers");
+        worst = worst.max(t.elapsed());
+        assert!(v.is_leader);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        worst < Duration::from_millis(250),
+        "a /leader answer took {worst:?}"
+    );
+    assert!(fds(pid) >= base_fds + 500, "the slow connections are open");
+    trickle.abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Closed by the client: the sidecar lets go of them.
+    let t = Instant::now();
+    while fds(pid) > base_fds + 10 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fds(pid) <= base_fds + 10,
+        "{} fds left (from {base_fds})",
+        fds(pid)
+    );
+    assert_election_unaffected(&mut c, &leader, epoch, from).await;
+}
+
+/// Raise the soft limit on open files to `need` (within the hard limit); returns the new limit.
+/// Children started afterwards (the leaderd processes) inherit it.
+fn raise_nofile(need: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_cur < need {
+            lim.rlim_cur = need.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_connections_do_not_disturb_the_election() {
+    const N: usize = 10_000;
+    let limit = raise_nofile(N as u64 * 2 + 1000);
+    if limit < N as u64 + 1000 {
+        eprintln!(
+            "skipped: RLIMIT_NOFILE hard limit {limit} is below {}",
+            N + 1000
+        );
+        return;
+    }
+    let (mut c, leader, epoch, la, _) = elected().await;
+    let pid = c
+        .cands
+        .iter()
+        .find(|x| x.name == leader)
+        .expect("leader")
+        .pid()
+        .expect("pid");
+    let base_fds = fds(pid);
+    let from = std::time::Instant::now();
+    // 10 000 keep-alive connections, each asking GET /leader once and staying open; one in ten
+    // opens an SSE stream instead.
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(500));
+    for i in 0..N {
+        let sem = sem.clone();
+        tasks.spawn(async move {
+            let permit = sem.acquire_owned().await.expect("semaphore");
+            let mut s = TcpStream::connect(la).await.ok()?;
+            let path = if i % 10 == 0 {
+                "/leader/stream"
+            } else {
+                "/leader"
+            };
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .ok()?;
+            let mut buf = vec![0u8; 4096];
+            let n = timeout(Duration::from_secs(30), s.read(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            drop(permit);
+            let ok = buf[..n].starts_with(b"HTTP/1.1 200");
+            Some((s, ok))
+        });
+    }
+    let mut open = Vec::with_capacity(N);
+    let mut answered = 0;
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some((s, ok))) = r {
+            answered += usize::from(ok);
+            open.push(s);
+        }
+    }
+    let opened_in = started.elapsed();
+    assert_eq!(answered, N, "answered {answered} of {N} in {opened_in:?}");
+    let peak_fds = fds(pid);
+    assert!(peak_fds >= base_fds + N, "{peak_fds} fds (base {base_fds})");
+    // Held open for 2 × R: /leader still answers a fresh client promptly.
+    let client = leaderd::harness::http_client();
+    let end = Instant::now() + R * 2;
+    let mut worst = Duration::ZERO;
+    while Instant::now() < end {
+        let t = Instant::now();
+        let v = leaderd::harness::get_leader(&client, la)
+            .await
+            .expect("answers");
+        worst = worst.max(t.elapsed());
+        assert!(v.is_leader);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "10k connections: opened and answered in {opened_in:?}, leader fds {base_fds} → {peak_fds}, slowest fresh /leader {worst:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "a /leader answer took {worst:?}"
+    );
+    drop(open);
+    let t = Instant::now();
+    while fds(pid) > base_fds + 10 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        fds(pid) <= base_fds + 10,
+        "{} fds left (from {base_fds})",
+        fds(pid)
+    );
+    assert_election_unaffected(&mut c, &leader, epoch, from).await;
+}
