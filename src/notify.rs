@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -57,7 +57,6 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut retry_at: Option<Instant> = None;
     let mut failures = 0u32;
-    let mut status_open = true;
     loop {
         let v = status.view();
         if v.observed_at.is_some()
@@ -90,16 +89,8 @@ pub async fn run(
             }
             continue;
         }
-        let lead_end = status.state().lead.map(|l| l.valid_until);
-        let wake = [lead_end, retry_at].into_iter().flatten().min();
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            r = status.changed(), if status_open => {
-                if r.is_err() {
-                    status_open = false;
-                }
-            }
-            _ = sleep_until(wake.unwrap_or_else(Instant::now) + Duration::from_millis(1)), if wake.is_some() => {}
+        if !status.wait_for_change(retry_at, &stop).await {
+            break;
         }
     }
 }

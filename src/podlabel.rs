@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -82,7 +82,6 @@ pub async fn run(
     let mut applied: Option<&'static str> = None;
     let mut backoff = Duration::from_millis(500);
     let mut retry_at: Option<Instant> = None;
-    let mut status_open = true;
     loop {
         let want = role(&status);
         if applied != Some(want) && retry_at.is_none_or(|t| Instant::now() >= t) {
@@ -96,17 +95,8 @@ pub async fn run(
             }
             continue;
         }
-        // Wake on a change, at the end of our claim, at the next retry, or on stop.
-        let lead_end = status.state().lead.map(|l| l.valid_until);
-        let wake = [lead_end, retry_at].into_iter().flatten().min();
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            r = status.changed(), if status_open => {
-                if r.is_err() {
-                    status_open = false;
-                }
-            }
-            _ = sleep_until(wake.unwrap_or_else(Instant::now) + Duration::from_millis(1)), if wake.is_some() => {}
+        if !status.wait_for_change(retry_at, &stop).await {
+            break;
         }
     }
     if applied != Some("follower") {

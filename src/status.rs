@@ -111,6 +111,8 @@ pub struct StatusRx {
     /// Which lease and candidate.
     pub id: Arc<Identity>,
     rx: watch::Receiver<LeaderState>,
+    /// The elector is gone: `changed` would return at once forever.
+    gone: bool,
 }
 
 /// A new channel, in the not-ready state.
@@ -121,6 +123,7 @@ pub fn channel(id: Identity) -> (StatusTx, StatusRx) {
         StatusRx {
             id: Arc::new(id),
             rx,
+            gone: false,
         },
     )
 }
@@ -153,5 +156,29 @@ impl StatusRx {
     /// Wait for the next change; `Err` when the elector is gone.
     pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
         self.rx.changed().await
+    }
+
+    /// For followers of the state (pod label, notifications): wait until it changes, this
+    /// candidate's claim runs out, `also_at` passes (a retry), or `stop`. `false` on stop. Once
+    /// the elector is gone, only the time and `stop` wake it.
+    pub async fn wait_for_change(
+        &mut self,
+        also_at: Option<Instant>,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let lead_end = self.state().lead.map(|l| l.valid_until);
+        let wake = [lead_end, also_at].into_iter().flatten().min();
+        let gone = self.gone;
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            r = self.rx.changed(), if !gone => {
+                if r.is_err() {
+                    self.gone = true;
+                }
+            }
+            // One millisecond late, as tokio's timer may wake a hair early.
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now) + std::time::Duration::from_millis(1)), if wake.is_some() => {}
+        }
+        true
     }
 }
