@@ -116,9 +116,9 @@ struct Args {
     /// Mean time between two faults in a chaos phase.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     mean_interval: Duration,
-    /// Fault kinds to inject (comma-separated; default all but the opt-in ones): kill,term,
-    /// partition,slow,errors,delete,foreign,garbage,annotations; opt-in: forged (a forged
-    /// release marker: breaks the design's assumptions, overlaps are possible).
+    /// Fault kinds to inject (comma-separated; default all): kill,term,partition,slow,errors,
+    /// delete,foreign,garbage,annotations,forged (leaderd's release marker on a record whose
+    /// holder a foreign writer emptied).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// The leaderd binary (default: the one cargo built for this bench). A copy keeps a long
@@ -152,9 +152,6 @@ const KINDS: [&str; 10] = [
     "forged",
 ];
 const WEIGHTS: [f64; 10] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5];
-/// Kinds injected only when asked for with `--faults`: they break the design's assumptions
-/// (known limits, see docs/reliability.md).
-const OPT_IN: [&str; 1] = ["forged"];
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -509,12 +506,13 @@ impl Runner {
                         a["leaderd.io/candidate-priority"] = json!("100");
                         "fake candidate announcement"
                     }
-                    // Only onto a held record: leaderd's marker on a record without holder is
-                    // a forged release, which followers take at once (a known limit, see
-                    // docs/reliability.md).
-                    2 if held => {
+                    2 => {
                         a["leaderd.io/released-by"] = json!("ghost");
-                        "fake release marker on a held record"
+                        if held {
+                            "fake release marker on a held record"
+                        } else {
+                            "fake release marker on a record without holder"
+                        }
                     }
                     _ => {
                         a["leaderd.io/holder-priority"] = json!("-5");
@@ -526,8 +524,8 @@ impl Runner {
                 self.note(&format!("foreign write: annotations only ({what})"));
             }
             "forged" => {
-                // leaderd's release marker on a record without holder, written by someone else
-                // than the holder: followers take it as a release (a known limit).
+                // leaderd's release marker on a record whose holder this foreign writer
+                // emptied: not a release (rule 5), followers wait it out.
                 let Some(mut l) = self.current_lease() else {
                     return Ok(());
                 };
@@ -537,7 +535,7 @@ impl Runner {
                 l["metadata"]["annotations"]["leaderd.io/released-by"] = json!("ghost");
                 l["spec"]["holderIdentity"] = json!("");
                 self.server.put_raw(NS, LEASE, l);
-                self.count("foreign: forged release (opt-in)");
+                self.count("foreign: forged release");
                 self.note("foreign write: forged release marker on an empty holder");
             }
             _ => unreachable!("unknown kind {kind}"),
@@ -767,13 +765,7 @@ async fn run(a: Args) -> anyhow::Result<bool> {
     let kinds: Vec<(&'static str, f64)> = KINDS
         .iter()
         .zip(WEIGHTS)
-        .filter(|(k, _)| {
-            if a.faults.is_empty() {
-                !OPT_IN.contains(k)
-            } else {
-                a.faults.iter().any(|f| f == *k)
-            }
-        })
+        .filter(|(k, _)| a.faults.is_empty() || a.faults.iter().any(|f| f == *k))
         .map(|(k, w)| (*k, w))
         .collect();
     if let Some(bad) = a.faults.iter().find(|f| !KINDS.contains(&f.as_str())) {

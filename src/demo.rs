@@ -79,7 +79,8 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
         cands.push(c);
     }
     tl.say(format!(
-        "no Lease exists yet: candidates wait one lease duration ({}) before creating it, since a deleted Lease may still have a live holder",
+        "no Lease exists yet: a candidate creates it without a holder after one retry period ({}); whoever takes it waits one lease duration ({}) first, since a creation says nothing about a holder the creator never saw",
+        humantime::format_duration(p),
         humantime::format_duration(d)
     ));
     let Some((first, epoch)) = sampler.wait_for_leader(d * 3, &[]).await else {

@@ -79,27 +79,55 @@ async fn a_put_that_recreated_a_deleted_lease_starts_no_tenure() {
     c.assert_alive();
 }
 
-/// Known bug (found by the model in `src/election/proptests.rs`, reproduced here): c3 saw the
-/// Lease absent, was cut off before the others created it, and the Lease was deleted by a
-/// foreign writer while c3 was away. On the heal, c3's held create (POST: its only precondition
-/// is "absent") met an empty store and succeeded: c3 led under epoch 1 next to the leader it
-/// never saw, until that leader's next renewal conflicted. The absence c3 had waited out was not
-/// the one its create replaced. Proposed fix in docs/reliability.md (a created record is waited
-/// out before it is claimed).
+/// Found by the model in `src/election/proptests.rs` (bug D in docs/reliability.md), reproduced
+/// here: c3 saw the Lease absent and was cut off before its create; the others created the Lease
+/// and elected a leader; a foreign writer deleted the Lease. On the heal, c3's held create (POST:
+/// its only precondition is "absent") met an empty store and succeeded, and c3 led under epoch 1
+/// next to the leader it never saw, until that leader's next renewal conflicted. The absence c3
+/// had waited out was not the one its create replaced.
+///
+/// Now a create names no holder and starts nothing (rule 4): c3's record is waited out and
+/// acquired by a checked write like any other, and the cut-off leader steps down on its
+/// renewal's conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a create after a missed create and a foreign delete (docs/reliability.md)"]
 async fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
-    let mut c = Cluster::start(2).await;
+    let mut c = Cluster::start(0).await;
     c.spawn("c3", &[]).await;
-    // c3 has seen the absence (it reads at start); cut it off before anyone creates the Lease.
-    tokio::time::sleep(P * 2).await;
+    // c3 reads at start and sees no Lease; cut it off before its create (due a retry period
+    // after that read).
+    c.sampler
+        .wait_for(P, |m| m.get("c3").and_then(|v| v.observed_at.clone()))
+        .await
+        .unwrap_or_else(|| c.fail("c3 did not read the Lease"));
     c.server.partition("c3");
-    let (leader, _) = c.leader(D * 3, &["c3"]).await;
-    // c3's create, due a lease duration after it saw the absence, is held meanwhile.
-    tokio::time::sleep(P * 2).await;
+    assert!(
+        c.sampler.latest()["c3"].lease_uid.is_none(),
+        "c3 created the Lease before it was cut off"
+    );
+    c.spawn("c1", &[]).await;
+    c.spawn("c2", &[]).await;
+    let (leader, epoch) = c.leader(D * 3, &["c3"]).await;
+    // c3's creates, retried, are held meanwhile. Hold the leader's renewals too, so that c3's
+    // create (not the leader's renewal) is what meets the empty store.
+    c.server.partition(&leader);
     c.server.delete_lease(NS, LEASE);
     c.server.heal("c3");
-    tokio::time::sleep(D * 2).await;
+    let created = c
+        .sampler
+        .wait_for(R / 2, |m| m.get("c3").and_then(|v| v.lease_uid.clone()))
+        .await
+        .unwrap_or_else(|| c.fail("c3 did not recreate the Lease"));
+    c.server.heal(&leader);
+    if !c
+        .get("c3")
+        .logs()
+        .iter()
+        .any(|l| l.contains("created the missing lease without a holder"))
+    {
+        c.fail(&format!("c3's create (uid {created}) was not its own"));
+    }
+    // The old leader's renewal conflicts with c3's record; someone takes it a lease duration on.
+    let (next, epoch2) = c.leader_above(D * 3, epoch - 1).await;
     let mut by_epoch: HashMap<i64, Vec<String>> = HashMap::new();
     for (who, e) in became(&c) {
         by_epoch.entry(e).or_default().push(who);
@@ -107,7 +135,7 @@ async fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() 
     for (e, who) in &by_epoch {
         if who.len() > 1 {
             c.fail(&format!(
-                "epoch {e} led by {who:?} (the leader c3 never saw: {leader})"
+                "epoch {e} led by {who:?} (the leader c3 never saw: {leader}; next: {next} {epoch2})"
             ));
         }
     }

@@ -185,6 +185,9 @@ impl std::fmt::Debug for StepName<'_> {
             Step::Stuck { why, .. } => write!(f, "Stuck({why})"),
             Step::HandOver { to } => write!(f, "HandOver({to})"),
             Step::Announce { base, .. } => write!(f, "Announce(base={})", base.resource_version),
+            Step::RaiseEpoch { base, .. } => {
+                write!(f, "RaiseEpoch(base={})", base.resource_version)
+            }
         }
     }
 }
@@ -360,8 +363,7 @@ impl<S: LeaseStore> Elector<S> {
             }
             WatchMsg::Event(WatchEvent::Deleted) => {
                 self.observed();
-                let params = self.cfg.params.clone();
-                self.state.observe_absent(now, &params);
+                self.state.observe_absent(now);
             }
             WatchMsg::Event(_) => {}
         }
@@ -431,7 +433,7 @@ impl<S: LeaseStore> Elector<S> {
             }
             Err(StoreError::NotFound) => {
                 self.observed();
-                self.state.observe_absent(Instant::now(), &params);
+                self.state.observe_absent(Instant::now());
                 if self.state.step_down() {
                     self.lost(LossReason::Deleted);
                 }
@@ -519,7 +521,7 @@ impl<S: LeaseStore> Elector<S> {
                         }
                         Err(StoreError::NotFound) => {
                             self.observed();
-                            self.state.observe_absent(Instant::now(), &params);
+                            self.state.observe_absent(Instant::now());
                         }
                         Err(e) => self.failed("reading the lease", &e),
                     }
@@ -527,12 +529,24 @@ impl<S: LeaseStore> Elector<S> {
                 }
                 Step::Create(record) => {
                     let obj = super::record::new_lease_object(&record);
-                    debug!(epoch = ?record.transitions, "creating the lease");
-                    let sent = Instant::now();
+                    debug!(epoch = ?record.transitions, "the lease is missing; creating it without a holder");
                     let Some(res) = self.call("create", store.create(obj), &shutdown).await else {
                         break;
                     };
-                    self.after_write(res, sent, false, "creating the lease");
+                    match res {
+                        // Rule 4: creating is not claiming. Its only precondition is "absent",
+                        // which says nothing about a holder whose record was deleted meanwhile.
+                        Ok(lease) => {
+                            info!(
+                                epoch = ?lease.record.transitions,
+                                "created the missing lease without a holder; it is taken like any record after one lease duration"
+                            );
+                            self.observed();
+                            let params = self.cfg.params.clone();
+                            self.state.created(lease, Instant::now(), &params);
+                        }
+                        res => self.after_write(res, Instant::now(), false, "creating the lease"),
+                    }
                 }
                 Step::Write {
                     base,
@@ -597,9 +611,34 @@ impl<S: LeaseStore> Elector<S> {
                         Err(StoreError::Conflict) => self.state.stale = true,
                         Err(StoreError::NotFound) => {
                             self.observed();
-                            self.state.observe_absent(Instant::now(), &params);
+                            self.state.observe_absent(Instant::now());
                         }
                         Err(e) => self.failed("announcing the candidacy", &e),
+                    }
+                }
+                Step::RaiseEpoch { base, record } => {
+                    let obj = base.replaced_with(&record);
+                    let Some(res) = self.call("update", store.replace(obj), &shutdown).await else {
+                        break;
+                    };
+                    let params = self.cfg.params.clone();
+                    match res {
+                        Ok((lease, _)) => {
+                            info!(
+                                from = ?base.record.transitions,
+                                to = ?lease.record.transitions,
+                                "raised the epoch of the lease (it had no holder and a lower epoch than seen before, e.g. after a deletion)"
+                            );
+                            self.observed();
+                            self.state
+                                .observe(lease, Instant::now(), &params, Source::Direct);
+                        }
+                        Err(StoreError::Conflict) => self.state.stale = true,
+                        Err(StoreError::NotFound) => {
+                            self.observed();
+                            self.state.observe_absent(Instant::now());
+                        }
+                        Err(e) => self.failed("raising the epoch of the lease", &e),
                     }
                 }
                 Step::Wait(_) | Step::Stuck { .. } => unreachable!("handled above"),

@@ -243,6 +243,8 @@ enum Foreign {
     Annotations(u8),
     /// Garbage in every field.
     Garbage,
+    /// The holder emptied and leaderd's release marker added, naming someone else.
+    Forged,
     Delete,
 }
 
@@ -277,6 +279,7 @@ fn op(deletes: bool) -> impl Strategy<Value = Op> {
         Just(Foreign::EmptyNoMarker),
         (0u8..4).prop_map(Foreign::Annotations),
         Just(Foreign::Garbage),
+        Just(Foreign::Forged),
     ];
     let foreign = if deletes {
         prop_oneof![4 => others, 1 => Just(Foreign::Delete)].boxed()
@@ -312,6 +315,7 @@ enum Request {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum WriteKind {
+    Create,
     Claim,
     Release,
     Announce,
@@ -350,10 +354,6 @@ struct World {
     /// A foreign writer deleted the Lease or lowered / erased its epoch.
     epoch_reset_possible: bool,
     ghosts: u64,
-    /// Whether the foreign writer may put leaderd's release marker on a record without holder.
-    forged_releases: bool,
-    /// Model the proposed fix: a successful POST starts no tenure either.
-    provisional_creates: bool,
 }
 
 impl World {
@@ -374,8 +374,6 @@ impl World {
             acquired: Vec::new(),
             epoch_reset_possible: false,
             ghosts: 0,
-            forged_releases: false,
-            provisional_creates: false,
         }
     }
 
@@ -443,15 +441,23 @@ impl World {
                 prop_assert_eq!(record.holder.as_deref(), Some(p.identity.as_str()));
             }
             Step::Create(record) => {
-                let Known::Absent { since, wait } = &s.known else {
+                let Known::Absent { since } = &s.known else {
                     return Err(fail("create without having seen the absence"));
                 };
-                prop_assert!(now >= *since + *wait);
-                prop_assert!(*wait >= D);
-                prop_assert_eq!(
-                    record.transitions,
-                    Some(s.max_epoch_seen.map_or(1, |e| e + 1))
+                prop_assert!(s.tenure.is_none());
+                prop_assert!(now >= *since + P);
+                prop_assert!(
+                    record.holder.is_none(),
+                    "a create names a holder: {:?}",
+                    record
                 );
+                prop_assert_eq!(record.transitions, Some(s.max_epoch_seen.unwrap_or(0)));
+            }
+            Step::RaiseEpoch { base, record } => {
+                prop_assert!(s.tenure.is_none());
+                prop_assert!(base.record.holder.is_none() && record.holder.is_none());
+                prop_assert!(base.record.transitions < record.transitions);
+                prop_assert_eq!(record.transitions, s.max_epoch_seen);
             }
             Step::Announce { base, record } => {
                 prop_assert!(s.tenure.is_none());
@@ -482,12 +488,17 @@ impl World {
             Step::Create(record) => Request::Write {
                 base: None,
                 obj: new_lease_object(&record),
-                kind: WriteKind::Claim,
+                kind: WriteKind::Create,
             },
             Step::Write { base, record, .. } => Request::Write {
                 obj: base.replaced_with(&record),
                 base: Some(base),
                 kind: WriteKind::Claim,
+            },
+            Step::RaiseEpoch { base, record } => Request::Write {
+                obj: base.replaced_with(&record),
+                base: Some(base),
+                kind: WriteKind::Announce,
             },
             Step::Announce { base, record } => Request::Write {
                 obj: base.replaced_with(&record),
@@ -564,19 +575,15 @@ impl World {
             Request::Write { kind, .. } => Some(*kind),
             Request::Read => None,
         };
-        let pending_is_post = matches!(&p.request, Request::Write { base: None, .. });
         match (outcome, kind) {
             (Outcome::Read(Some(l)), _) => {
                 c.s.observe(l, now, &c.p, Source::Direct);
             }
-            (Outcome::Read(None), _) => c.s.observe_absent(now, &c.p),
-            // As the elector: a PUT that recreated a deleted Lease starts no tenure. With
-            // `provisional_creates` (the fix proposed in docs/reliability.md), neither does a
-            // POST.
-            (Outcome::Written(l, created), Some(WriteKind::Claim))
-                if c.s.tenure.is_none()
-                    && (created || self.provisional_creates && pending_is_post) =>
-            {
+            (Outcome::Read(None), _) => c.s.observe_absent(now),
+            // As the elector: a POST, or a PUT that recreated a deleted Lease, starts no tenure
+            // (rule 4).
+            (Outcome::Written(l, _), Some(WriteKind::Create)) => c.s.created(l, now, &c.p),
+            (Outcome::Written(l, true), Some(WriteKind::Claim)) if c.s.tenure.is_none() => {
                 c.s.observe(l, now, &c.p, Source::Direct);
             }
             (Outcome::Written(l, _), Some(WriteKind::Claim)) => {
@@ -629,12 +636,6 @@ impl World {
             }
             Foreign::Annotations(k) => {
                 let Some(mut obj) = base else { return };
-                if k == 2
-                    && !self.forged_releases
-                    && self.cur.as_ref().is_some_and(|l| l.record.holder.is_none())
-                {
-                    return; // a forged release: see `forged_release_marker_...` below
-                }
                 if !obj["metadata"]["annotations"].is_object() {
                     obj["metadata"]["annotations"] = json!({});
                 }
@@ -648,6 +649,18 @@ impl World {
                     2 => a[RELEASED_BY_ANNOTATION] = json!(ghost),
                     _ => a[HOLDER_PRIORITY_ANNOTATION] = json!("-5"),
                 }
+                self.store(obj);
+            }
+            Foreign::Forged => {
+                let Some(mut obj) = base else { return };
+                if !obj["spec"].is_object() {
+                    obj["spec"] = json!({});
+                }
+                obj["spec"]["holderIdentity"] = json!("");
+                if !obj["metadata"]["annotations"].is_object() {
+                    obj["metadata"]["annotations"] = json!({});
+                }
+                obj["metadata"]["annotations"][RELEASED_BY_ANNOTATION] = json!(ghost);
                 self.store(obj);
             }
             Foreign::Garbage => {
@@ -681,7 +694,7 @@ impl World {
                     Some(l) => {
                         c.s.observe(l, now, &c.p, Source::Watch);
                     }
-                    None => c.s.observe_absent(now, &c.p),
+                    None => c.s.observe_absent(now),
                 }
             }
             Op::WatchOld(i, k) => {
@@ -784,35 +797,14 @@ fn the_model_elects_and_fails_over() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
-    /// The same with foreign deletions and forged releases (leaderd's release marker written
-    /// by a foreign writer onto a record without holder): fails today, see the two tests below.
+    /// The same with foreign deletions, and forged releases (leaderd's release marker written
+    /// by a foreign writer, also onto a record whose holder it emptied).
     #[test]
-    #[ignore = "known: a Create after a missed create + foreign delete, and forged release markers (docs/reliability.md)"]
     fn decide_is_safe_with_deletions_and_forged_releases(
         priorities in prop::array::uniform3(0i64..3),
         ops in prop::collection::vec(op(true), 1..400),
     ) {
         let mut w = World::new(priorities);
-        w.forged_releases = true;
-        for op in ops {
-            w.apply(op)?;
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
-
-    /// The fix proposed for the known Create bug, in the model: if a successful POST starts no
-    /// tenure (the created record is waited out like anyone's, then acquired with a checked
-    /// PUT), deletions no longer yield two leaders.
-    #[test]
-    fn with_provisional_creates_deletions_are_safe(
-        priorities in prop::array::uniform3(0i64..3),
-        ops in prop::collection::vec(op(true), 1..400),
-    ) {
-        let mut w = World::new(priorities);
-        w.provisional_creates = true;
         for op in ops {
             w.apply(op)?;
         }
@@ -849,13 +841,13 @@ fn a_replayed_spec_without_holder_restarts_the_wait() {
     assert_eq!(w.acquired.len(), 1, "{:?}", w.acquired);
 }
 
-/// Known bug (found by the model): c2 saw the Lease absent, missed c0's create (its watch was
-/// down and it did not poll in between), the Lease was deleted by a foreign writer, and c2's
-/// create — whose only precondition is "absent" — succeeded at once while c0 still claimed.
-/// The absence c2 waited out was not the one its create replaced. See docs/reliability.md for
-/// the proposed fix (a created record is waited out like any other before it is claimed).
+/// Found by the model (bug D in docs/reliability.md): c2 saw the Lease absent, missed c1's
+/// create and tenure (its watch was down and it did not poll in between), the Lease was deleted
+/// by a foreign writer, and c2's create — whose only precondition is "absent" — succeeded while
+/// c1 still claimed. It used to start a tenure (epoch 1 again). Now a create names no holder
+/// and starts nothing (rule 4): c2 would have to wait the record out and acquire it by a
+/// checked write, which c1's renewal beats or which comes after c1's claim ended.
 #[test]
-#[ignore = "known bug: Create after a missed create + foreign delete (docs/reliability.md)"]
 fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
     use Op::*;
     let mut w = World::new([0, 0, 0]);
@@ -863,34 +855,93 @@ fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
         Drive(2),
         Drive(1),
         Advance(3000),
+        // c1 creates the Lease (no holder), waits it out and acquires it.
+        Drive(1),
+        Advance(3000),
         Drive(1),
         Foreign(self::Foreign::Delete),
+        // c2 still knows only the absence it saw at the start.
         Drive(2),
     ];
     run(&mut w, ops).expect("one leader at a time");
+    assert_eq!(w.acquired, vec![(1, 1)]);
+    assert!(w.cands[2].s.tenure.is_none(), "the create started a tenure");
+    assert!(
+        w.cur.as_ref().is_some_and(|l| l.record.holder.is_none()),
+        "c2 created the Lease without a holder"
+    );
+    // c1's next renewal conflicts with c2's record; c1 steps down on the read that follows, and
+    // the record is taken (by someone) with a higher epoch once waited out.
+    for _ in 0..30 {
+        for i in 0..CANDIDATES {
+            w.apply(Drive(i)).expect("one leader at a time");
+        }
+        w.apply(Advance(250)).expect("one leader at a time");
+    }
+    // (Its epoch may repeat 1: the deletion erased the epoch, and whoever takes the Lease may
+    // never have seen it.)
+    assert_eq!(w.acquired.len(), 2, "{:?}", w.acquired);
 }
 
-/// Known limit (found by the model): a foreign writer puts leaderd's release marker onto a
-/// record without holder (here over unparsable garbage that replaced c0's record): followers
-/// take it as a release and take over at once, while c0 still claims until its next renewal
-/// conflicts. See docs/reliability.md for the proposed hardening (a release is free at once only
-/// if it names the holder of the record the follower saw before it, under the same epoch).
+/// Found by the model (bug E in docs/reliability.md): a foreign writer put leaderd's release
+/// marker onto a record without holder (here over unparsable garbage that replaced c0's
+/// record); c1 took it as a release and took over at once, while c0 still claimed until its next
+/// renewal conflicted. Now a release is free at once only if it names the holder of the last held
+/// record c1 saw, under that record's epoch (rule 5).
 #[test]
-#[ignore = "known: forged release marker (docs/reliability.md)"]
 fn a_forged_release_marker_is_not_a_release() {
     use Op::*;
+    for forgery in [
+        vec![
+            Foreign(self::Foreign::Garbage),
+            Foreign(self::Foreign::Annotations(2)),
+        ],
+        vec![Foreign(self::Foreign::Forged)],
+    ] {
+        let mut w = World::new([0, 0, 0]);
+        let mut ops = vec![
+            Drive(1),
+            Drive(0),
+            Advance(3000),
+            Drive(0),
+            Advance(3000),
+            Drive(0),
+            Watch(1),
+        ];
+        ops.extend(forgery);
+        ops.extend([Watch(1), Drive(1)]);
+        run(&mut w, ops).expect("one leader at a time");
+        assert_eq!(w.acquired, vec![(0, 1)]);
+        assert!(w.cands[1].s.tenure.is_none());
+    }
+}
+
+/// The release check is not too strict: a follower that saw the holder's record takes its
+/// release at once, with the next epoch.
+#[test]
+fn a_release_by_the_holder_last_seen_is_taken_at_once() {
+    use Op::*;
     let mut w = World::new([0, 0, 0]);
-    w.forged_releases = true;
     let ops = vec![
+        Drive(1),
         Drive(0),
         Advance(3000),
         Drive(0),
-        Foreign(self::Foreign::Garbage),
-        Foreign(self::Foreign::Annotations(2)),
+        Advance(3000),
+        Drive(0),
         Watch(1),
-        Drive(1),
     ];
     run(&mut w, ops).expect("one leader at a time");
+    assert_eq!(w.acquired, vec![(0, 1)]);
+    // c0 releases (as on POST /leader/release); c1 sees it and takes it at once.
+    let now = w.now;
+    let c0 = &mut w.cands[0];
+    let t = c0.s.release(now, &c0.p).expect("leading");
+    let record = release_record(&c0.p, &t, None, SystemTime::now());
+    let released = t.base.replaced_with(&record);
+    w.store(released);
+    run(&mut w, vec![Watch(1), Drive(1)]).expect("one leader at a time");
+    assert_eq!(w.acquired, vec![(0, 1), (1, 2)]);
 }
 
 fn stored(record: &LeaseRecord, rv: &str) -> StoredLease {
@@ -917,7 +968,7 @@ fn a_renewal_answered_after_the_claim_ran_out_does_not_resume_it_under_the_same_
         transitions: Some(epoch),
         ..LeaseRecord::default()
     };
-    s.observe_absent(t0, &p);
+    s.observe_absent(t0);
     let acquired = t0 + D;
     assert_eq!(
         s.wrote(stored(&record(1), "1"), acquired, acquired, &p),
@@ -934,7 +985,7 @@ fn a_renewal_answered_after_the_claim_ran_out_does_not_resume_it_under_the_same_
     assert!(s.tenure.is_none());
     // The same holds when the elector had not noticed the deadline yet.
     let mut s2 = ElectionState::new();
-    s2.observe_absent(t0, &p);
+    s2.observe_absent(t0);
     s2.wrote(stored(&record(1), "1"), acquired, acquired, &p);
     assert_eq!(s2.wrote(stored(&record(1), "2"), sent, answered, &p), None);
     // Next: our own record, re-acquired at once with a new epoch.

@@ -11,10 +11,15 @@
 //! 2. A leader claims leadership only until `sent + renew_deadline`, where `sent` is when the
 //!    request of its last successful write left this process.
 //! 3. Every write carries the resourceVersion it was based on; a conflict means re-read.
-//! 4. A deleted (absent) Lease is waited out like a record whose holder we cannot see: it may
-//!    be created only a full lease duration after the absence was first observed.
-//! 5. An empty holder is free at once only with leaderd's release marker; otherwise rule 1.
-//! 6. Every new tenure gets epoch `max(record.leaseTransitions, highest epoch ever seen) + 1`.
+//! 4. Creating is not claiming. A missing Lease is created *without a holder* (one retry period
+//!    after the absence was seen, so that a live leader's renewal recreates it first), and the
+//!    record so made is acquired like any other: after rule 1's wait, by a checked write. A write
+//!    answered by a creation (POST, or a PUT answered 201) never starts a tenure by itself.
+//! 5. An empty holder is free at once only as a leaderd release: the marker names the holder of
+//!    the last held record this candidate saw, under that record's epoch, which is the highest
+//!    it has seen. Anything else (no marker, a forged one) is waited out by rule 1.
+//! 6. Every new tenure gets epoch `max(record.leaseTransitions, highest epoch ever seen) + 1`;
+//!    a record without holder that carries a lower epoch than seen is first raised to it.
 //! 7. Loss detection (a watch event only marks the state stale; a read confirms).
 //! 8. A process does not inherit a tenure it did not write.
 //! 9. A change of annotations or labels alone (same spec) does not restart the wait of rule 1.
@@ -65,12 +70,10 @@ pub const MAX_EPOCH: i64 = i32::MAX as i64;
 pub enum Known {
     /// Nothing read yet.
     Unknown,
-    /// Observed not to exist since `since`; may be created after `since + wait`.
+    /// Observed not to exist since `since`; created without a holder after `since + P`.
     Absent {
         /// When the absence was first observed.
         since: Instant,
-        /// How long to wait it out (the last known record's duration, at least ours).
-        wait: Duration,
     },
     /// The Lease as last observed.
     Present(Observed),
@@ -163,6 +166,9 @@ pub struct ElectionState {
     pub my_last_write: Option<String>,
     /// Highest epoch (leaseTransitions) ever observed or written.
     pub max_epoch_seen: Option<i64>,
+    /// Holder and epoch of the last record with a holder that this candidate saw: the only
+    /// holder whose release it takes at once (rule 5).
+    pub last_held: Option<(String, Option<i64>)>,
     /// No request before this instant (backoff after a failure).
     pub not_before: Option<Instant>,
     /// The known record is known to be stale (a conflict): read before anything else.
@@ -199,7 +205,7 @@ pub enum Step {
     Wait(Instant),
     /// Read the Lease.
     Read,
-    /// Create the Lease holding `record` (POST).
+    /// Create the missing Lease with `record`, which names no holder (POST; rule 4).
     Create(LeaseRecord),
     /// Replace `base` with `record` (PUT with base's resourceVersion).
     Write {
@@ -221,6 +227,14 @@ pub enum Step {
         /// The object the write is based on.
         base: StoredLease,
         /// `base`'s record with this candidate's announcement.
+        record: LeaseRecord,
+    },
+    /// Raise the epoch of a record without holder to the highest this candidate has seen
+    /// (rule 6): replace `base` with `record` (still no holder). Starts nothing.
+    RaiseEpoch {
+        /// The object the write is based on.
+        base: StoredLease,
+        /// A record without holder carrying the highest epoch seen.
         record: LeaseRecord,
     },
     /// Taking over is impossible (the epoch would overflow int32); wait and say why.
@@ -246,6 +260,7 @@ impl ElectionState {
             tenure: None,
             my_last_write: None,
             max_epoch_seen: None,
+            last_held: None,
             not_before: None,
             stale: false,
             watch_up: false,
@@ -262,6 +277,26 @@ impl ElectionState {
             Known::Present(o) => Some(&o.lease),
             _ => None,
         }
+    }
+
+    fn see_holder(&mut self, r: &LeaseRecord) {
+        if let Some(h) = &r.holder {
+            self.last_held = Some((h.clone(), r.transitions));
+        }
+    }
+
+    /// Rule 5: whether `r` is a release this candidate may take at once — leaderd's marker
+    /// naming the holder of the last held record seen, under its epoch, the highest seen. A
+    /// marker on any other record (a foreign writer emptied the holder, or this candidate
+    /// missed the tenures in between) is not trusted.
+    pub fn is_genuine_release(&self, r: &LeaseRecord) -> bool {
+        r.is_released()
+            && r.transitions.is_some()
+            && r.transitions == self.max_epoch_seen
+            && self
+                .last_held
+                .as_ref()
+                .is_some_and(|(h, e)| r.released_by.as_ref() == Some(h) && *e == r.transitions)
     }
 
     fn see_epoch(&mut self, epoch: Option<i64>) {
@@ -317,6 +352,7 @@ impl ElectionState {
                 Known::Present(o) if o.lease.record.same_claim(&lease.record) => o.observed_at,
                 _ => now,
             };
+            self.see_holder(&lease.record);
             self.known = Known::Present(Observed {
                 lease: lease.clone(),
                 observed_at,
@@ -348,21 +384,21 @@ impl ElectionState {
     }
 
     /// Record that the Lease was observed not to exist. A tenure is kept (its claim still ends
-    /// by the clock); the next renew will recreate the object or fail.
-    pub fn observe_absent(&mut self, now: Instant, params: &Params) {
+    /// by the clock); the leader renews at once, which recreates the object or fails.
+    pub fn observe_absent(&mut self, now: Instant) {
         self.stale = false;
         if matches!(self.known, Known::Absent { .. }) {
             return;
         }
-        let record_wait = self
-            .lease()
-            .and_then(|l| l.record.lease_duration_seconds)
-            .map(|s| Duration::from_secs(s.min(MAX_EPOCH) as u64))
-            .unwrap_or_default();
-        self.known = Known::Absent {
-            since: now,
-            wait: params.lease_duration.max(record_wait),
-        };
+        self.last_held = None;
+        self.known = Known::Absent { since: now };
+    }
+
+    /// Record the answer to our create (rule 4): the record we made, without a holder, is known
+    /// from now on like anyone's. It starts nothing; a later checked write acquires it.
+    pub fn created(&mut self, lease: StoredLease, now: Instant, params: &Params) {
+        self.not_before = None;
+        self.observe(lease, now, params, Source::Direct);
     }
 
     /// Record our own successful write, sent at `sent`, that answered `lease`.
@@ -376,6 +412,7 @@ impl ElectionState {
         let epoch = lease.record.transitions;
         let seen_before = self.max_epoch_seen;
         self.see_epoch(epoch);
+        self.see_holder(&lease.record);
         self.remember(&lease.resource_version);
         self.my_last_write = Some(lease.resource_version.clone());
         self.known = Known::Present(Observed {
@@ -457,6 +494,18 @@ fn holder_record(
     }
 }
 
+/// The record a candidate creates a missing Lease with (rule 4): no holder, so that nobody is
+/// told of a tenure that has not started, and the highest epoch seen, so that epochs keep
+/// rising across a deletion.
+pub fn created_record(params: &Params, epoch: i64, wall: SystemTime) -> LeaseRecord {
+    LeaseRecord {
+        lease_duration_seconds: Some(params.lease_duration_seconds()),
+        renew_time: Some(micro_time(wall)),
+        transitions: Some(epoch),
+        ..LeaseRecord::default()
+    }
+}
+
 /// The record a leader writes to release the lease: no holder, the release marker (and the
 /// candidate it is meant for, if any), the epoch kept.
 pub fn release_record(
@@ -503,7 +552,12 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
         if let Some(to) = handover_target(p, t) {
             return Step::HandOver { to };
         }
-        let at = t.last_sent + p.retry_period;
+        // A deleted Lease is recreated by the renewal at once (create-on-update), before the
+        // followers create it without a holder.
+        let at = match s.known {
+            Known::Absent { .. } => now,
+            _ => t.last_sent + p.retry_period,
+        };
         if now < at {
             return Step::Wait(at.min(t.valid_until));
         }
@@ -530,26 +584,31 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
     match &s.known {
         // 2. Nothing known yet: read.
         Known::Unknown => Step::Read,
-        // 3. Absent: create once the absence has been seen for a full lease duration.
-        Known::Absent { since, wait } => {
-            let at = *since + *wait + s.takeover_delay;
+        // 3. Absent: create it without a holder once the absence has been seen for a retry
+        //    period (a live leader recreates it first by its renewal). It is taken like any
+        //    record, by step 4, a lease duration later.
+        Known::Absent { since } => {
+            let at = *since + p.retry_period + s.takeover_delay;
             if now < at {
                 return poll(at);
             }
-            if let Some(k) = s.keep_out_until.filter(|k| now < *k) {
-                return poll(k);
-            }
-            match s.next_epoch(None) {
-                Some(epoch) => Step::Create(holder_record(p, epoch, None, None, wall)),
-                None => Step::Stuck {
-                    until: now + p.retry_period,
-                    why: "the epoch would overflow int32",
-                },
-            }
+            Step::Create(created_record(p, s.max_epoch_seen.unwrap_or(0), wall))
         }
         // 4. Present: free, our own lapsed record, or expired by observed time → acquire.
         Known::Present(o) => {
             let r = &o.lease.record;
+            // Rule 6 across deletions: a record without holder whose epoch is below the highest
+            // this candidate has seen (the Lease was recreated by someone who never saw the old
+            // epochs, or a foreign writer lowered it) is first raised to that epoch, so that
+            // the next tenure's epoch exceeds every tenure's before the deletion.
+            if r.holder.is_none() && r.transitions < s.max_epoch_seen {
+                if let Some(epoch) = s.max_epoch_seen {
+                    return Step::RaiseEpoch {
+                        base: o.lease.clone(),
+                        record: created_record(p, epoch, wall),
+                    };
+                }
+            }
             let ours = r.holder.as_deref() == Some(p.identity.as_str())
                 && s.my_last_write.as_deref() == Some(o.lease.resource_version.as_str());
             let record_wait = r
@@ -560,7 +619,7 @@ pub fn decide(s: &ElectionState, p: &Params, now: Instant, wall: SystemTime) -> 
             // Rules 5 and 10: a release is free at once, but one meant for another candidate
             // only after a retry period (its target goes first).
             let free_at = match &r.release_to {
-                _ if !r.is_released() => None,
+                _ if !s.is_genuine_release(r) => None,
                 Some(to) if *to != p.identity => Some(o.observed_at + p.retry_period),
                 _ => Some(o.observed_at),
             };

@@ -138,14 +138,26 @@ fn held_by(holder: &str, transitions: i64) -> serde_json::Value {
 }
 
 #[tokio::test(start_paused = true)]
-async fn absent_lease_is_created_after_one_lease_duration_with_epoch_one() {
+async fn absent_lease_is_created_without_a_holder_and_taken_a_lease_duration_later_with_epoch_one()
+{
     let store = MemoryStore::new();
     let start = Instant::now();
     let mut a = spawn(&store, "a");
+    // Rule 4: created a retry period after the absence was seen, naming nobody.
+    let created = until(&mut a, P * 2, |v| v.lease_uid.is_some()).await;
+    assert!(
+        !created.is_leader && created.leader.is_none(),
+        "{created:?}"
+    );
+    let at = start.elapsed();
+    assert!(at >= P, "created {at:?} after the absence was seen");
+    let rec = store.object().unwrap().record;
+    assert_eq!(rec.holder, None);
+    assert_eq!(rec.transitions, Some(0));
     let v = until(&mut a, D * 2, |v| v.is_leader).await;
     assert!(
-        start.elapsed() >= D,
-        "created before the absence was waited out"
+        start.elapsed() >= at + D,
+        "the created record was taken before it was waited out"
     );
     assert_eq!(v.epoch, Some(1));
     assert_eq!(v.leader.as_deref(), Some("a"));
@@ -422,12 +434,39 @@ async fn deleted_lease_is_recreated_above_the_highest_epoch_seen() {
     let v = until(&mut b, D * 2, |v| v.is_leader).await;
     assert!(
         deleted.elapsed() >= D,
-        "recreated {:?} after the deletion",
+        "acquired {:?} after the deletion",
         deleted.elapsed()
     );
     assert_eq!(v.epoch, Some(42));
     let old_uid = store.object().unwrap().uid;
     assert!(v.lease_uid.is_some() && v.lease_uid == old_uid);
+}
+
+/// Rule 4 for a leader: when its Lease is deleted, it recreates it by renewing at once (the
+/// apiserver's create-on-update), before any follower creates it, and keeps its tenure.
+#[tokio::test(start_paused = true)]
+async fn a_leader_recreates_its_deleted_lease_at_once_and_keeps_its_tenure() {
+    let store = MemoryStore::new();
+    let mut a = spawn(&store, "a");
+    let v = until(&mut a, D * 3, |v| v.is_leader).await;
+    let mut b = spawn(&store, "b");
+    until(&mut b, P, |v| v.leader.as_deref() == Some("a")).await;
+    let epoch = v.epoch;
+    let old_uid = store.object().unwrap().uid;
+    store.foreign_delete();
+    let monitor = tokio::spawn(never_two_leaders(
+        vec![a.status.clone(), b.status.clone()],
+        D * 2,
+    ));
+    let v = until(&mut b, P, |v| {
+        v.lease_uid.is_some() && v.lease_uid != old_uid && v.leader.is_some()
+    })
+    .await;
+    assert_eq!(v.leader.as_deref(), Some("a"), "{v:?}");
+    assert_eq!(v.epoch, epoch);
+    let tenures = monitor.await.unwrap();
+    assert_eq!(tenures, vec![("a".to_string(), epoch.unwrap())]);
+    assert!(a.status.view().is_leader);
 }
 
 #[tokio::test(start_paused = true)]
@@ -487,6 +526,12 @@ fn decide_renews_on_the_retry_period_and_acquires_released_records_at_once() {
     let t0 = Instant::now();
     let mut s = ElectionState::new();
     assert_eq!(decide(&s, &p, t0, std::time::SystemTime::now()), Step::Read);
+    let held = record::StoredLease::from_json(json!({
+        "metadata": {"resourceVersion": "4"},
+        "spec": {"holderIdentity": "x", "leaseTransitions": 4}
+    }))
+    .unwrap();
+    s.observe(held, t0, &p, state::Source::Direct);
     let released = record::StoredLease::from_json(json!({
         "metadata": {"resourceVersion": "5", "annotations": {record::RELEASED_BY_ANNOTATION: "x"}},
         "spec": {"leaseTransitions": 4}
