@@ -103,6 +103,13 @@ pub struct RunArgs {
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long, env = "LEADERD_METRICS_ADDR", default_value = "0.0.0.0:9464")]
     pub metrics_addr: SocketAddr,
+    /// Connections each HTTP listener serves at once; more are answered 503 and closed.
+    #[arg(long, env = "LEADERD_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+    /// Close an HTTP connection that has not sent a complete request head for this long (idle
+    /// keep-alive connections, slow clients; streams and long polls in progress are not idle).
+    #[arg(long, env = "LEADERD_HTTP_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Duration,
     /// Release the lease (clear the holder) on SIGTERM/SIGINT, so a follower takes over at once.
     #[arg(long, env = "LEADERD_RELEASE_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
     pub release_on_shutdown: bool,
@@ -193,6 +200,8 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     /// Metrics address.
     pub metrics_addr: SocketAddr,
+    /// Connection limits of both listeners.
+    pub http_limits: crate::http::Limits,
     /// Release on shutdown.
     pub release_on_shutdown: bool,
     /// Post Kubernetes Events.
@@ -364,6 +373,16 @@ impl RunArgs {
         if self.http_addr == self.metrics_addr && self.http_addr.port() != 0 {
             return Err(ConfigError::SameAddr(self.http_addr));
         }
+        if self.http_max_connections == 0 {
+            return Err(ConfigError::Bad(
+                "--http-max-connections must be at least 1: use e.g. 1024 (the default)".to_owned(),
+            ));
+        }
+        if self.http_idle_timeout.is_zero() {
+            return Err(ConfigError::Bad(
+                "--http-idle-timeout must be greater than 0: use e.g. 30s (the default)".to_owned(),
+            ));
+        }
         let pod_label = if self.label_pod {
             if !is_label_key(&self.pod_label_key) {
                 return Err(ConfigError::Bad(format!(
@@ -420,6 +439,10 @@ impl RunArgs {
             },
             http_addr: self.http_addr,
             metrics_addr: self.metrics_addr,
+            http_limits: crate::http::Limits {
+                max_connections: self.http_max_connections,
+                idle_timeout: self.http_idle_timeout,
+            },
             release_on_shutdown: self.release_on_shutdown,
             emit_events: self.emit_events,
             log_format: self.log_format,

@@ -130,12 +130,14 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         http::router(status_rx.clone(), Some(control)),
         "http api",
         servers.clone(),
+        s.http_limits,
     ));
     let prom = tokio::spawn(http::serve(
         metrics_listener,
         metrics::router(metrics.clone()),
         "metrics",
         servers.clone(),
+        s.http_limits,
     ));
 
     let span =

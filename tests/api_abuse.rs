@@ -96,7 +96,11 @@ async fn assert_election_unaffected(
 }
 
 async fn elected() -> (Cluster, String, i64, SocketAddr, SocketAddr) {
-    let c = Cluster::start(2).await;
+    elected_with(&[]).await
+}
+
+async fn elected_with(extra: &[&str]) -> (Cluster, String, i64, SocketAddr, SocketAddr) {
+    let c = Cluster::start_with(2, extra).await;
     let (leader, epoch) = c.leader(Duration::from_secs(10), &[]).await;
     let addr = |n: &str| c.cands.iter().find(|x| x.name == n).expect("known").addr;
     let follower = if leader == "c1" { "c2" } else { "c1" };
@@ -353,7 +357,8 @@ async fn ten_thousand_connections_do_not_disturb_the_election() {
         );
         return;
     }
-    let (mut c, leader, epoch, la, _) = elected().await;
+    // Beyond the default connection limit (1024), which the next test checks.
+    let (mut c, leader, epoch, la, _) = elected_with(&["--http-max-connections=20000"]).await;
     let pid = c
         .cands
         .iter()
@@ -433,5 +438,91 @@ async fn ten_thousand_connections_do_not_disturb_the_election() {
         "{} fds left (from {base_fds})",
         fds(pid)
     );
+    assert_election_unaffected(&mut c, &leader, epoch, from).await;
+}
+
+/// The connection limit and the idle timeout: connections beyond `--http-max-connections` get a
+/// clear 503 at once; idle keep-alive connections and a half-sent request head are closed after
+/// `--http-idle-timeout`, a stream in progress is not; the election does not notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_get_503_and_idle_ones_are_closed() {
+    const MAX: usize = 40;
+    const IDLE: Duration = Duration::from_secs(1);
+    let (mut c, leader, epoch, la, _) =
+        elected_with(&["--http-max-connections=40", "--http-idle-timeout=1s"]).await;
+    let from = std::time::Instant::now();
+    // The cluster's sampler holds one keep-alive connection (it asks every 10 ms). Add one SSE
+    // stream, MAX - 3 keep-alive connections that asked once and stay idle, and one that sends
+    // half a request head: MAX in all.
+    let mut stream = TcpStream::connect(la).await.expect("connect");
+    stream
+        .write_all(b"GET /leader/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("stream answers");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let mut idle = Vec::new();
+    let mut asked_at = Instant::now();
+    for _ in 0..MAX - 3 {
+        let mut s = TcpStream::connect(la).await.expect("connect");
+        s.write_all(b"GET /leader HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let n = s.read(&mut buf).await.expect("answer");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        asked_at = Instant::now();
+        idle.push(s);
+    }
+    let mut slow = TcpStream::connect(la).await.expect("connect");
+    slow.write_all(b"GET /leader HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .expect("write");
+    let slow_since = Instant::now();
+    // Full: the next connections are refused at once, with the flag to raise in the error.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (code, body) = raw(la, &request("GET", "/leader")).await;
+        assert_eq!(code, Some(503), "{body}");
+        assert_json_error(&body, 503);
+        assert!(body.contains("--http-max-connections"), "{body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "refused after {:?}",
+            t.elapsed()
+        );
+    }
+    // The idle ones and the slow one are closed after the idle timeout, not before.
+    for mut s in idle.into_iter().chain([slow]) {
+        let n = timeout(IDLE * 4, s.read(&mut buf))
+            .await
+            .expect("closed within 4 x the idle timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    }
+    let closed = Instant::now();
+    assert!(
+        closed - asked_at >= IDLE - Duration::from_millis(50),
+        "closed after {:?}",
+        closed - asked_at
+    );
+    assert!(closed - slow_since >= IDLE - Duration::from_millis(50));
+    // The stream is not idle: still open (a read finds no EOF) after another idle timeout.
+    let r = timeout(IDLE * 2, stream.read(&mut buf)).await;
+    assert!(
+        r.is_err() || r.as_ref().is_ok_and(|n| n.as_ref().is_ok_and(|n| *n > 0)),
+        "the stream was closed: {r:?}"
+    );
+    // Room again: a fresh client is served.
+    let client = leaderd::harness::http_client();
+    let v = leaderd::harness::get_leader(&client, la)
+        .await
+        .expect("answers");
+    assert!(v.is_leader);
+    drop(stream);
     assert_election_unaffected(&mut c, &leader, epoch, from).await;
 }

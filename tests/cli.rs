@@ -76,6 +76,21 @@ fn each_invalid_flag_or_env_gets_exit_64_and_names_the_flag() {
             &[],
             "--metrics-addr",
         ),
+        (
+            &["--lease-name", "x", "--http-max-connections", "0"],
+            &[],
+            "--http-max-connections",
+        ),
+        (
+            &["--lease-name", "x", "--http-max-connections", "many"],
+            &[],
+            "--http-max-connections",
+        ),
+        (
+            &["--lease-name", "x", "--http-idle-timeout", "0s"],
+            &[],
+            "--http-idle-timeout",
+        ),
         (&["--lease-name", "x", "--identity", ""], &[], "--identity"),
         (
             &["--lease-name", "x", "--release-on-shutdown", "maybe"],
