@@ -442,6 +442,38 @@ impl<S: LeaseStore> Elector<S> {
         }
     }
 
+    /// The answer to a write that starts nothing (an announcement, an epoch raise): the object
+    /// it made is observed like anyone's. Returns it when the write succeeded.
+    fn after_plain_write(
+        &mut self,
+        res: Result<(StoredLease, bool), StoreError>,
+        what: &str,
+    ) -> Option<StoredLease> {
+        let now = Instant::now();
+        match res {
+            Ok((lease, _)) => {
+                self.observed();
+                let params = self.cfg.params.clone();
+                self.state
+                    .observe(lease.clone(), now, &params, Source::Direct);
+                Some(lease)
+            }
+            Err(StoreError::Conflict) => {
+                self.state.stale = true;
+                None
+            }
+            Err(StoreError::NotFound) => {
+                self.observed();
+                self.state.observe_absent(now);
+                None
+            }
+            Err(e) => {
+                self.failed(what, &e);
+                None
+            }
+        }
+    }
+
     /// Campaign until `shutdown` is cancelled, then release (if configured and leading).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (tx, mut rx) = mpsc::channel(256);
@@ -600,20 +632,8 @@ impl<S: LeaseStore> Elector<S> {
                     let Some(res) = self.call("update", store.replace(obj), &shutdown).await else {
                         break;
                     };
-                    let params = self.cfg.params.clone();
-                    match res {
-                        Ok((lease, _)) => {
-                            info!(holder = ?lease.record.holder, "announced as a candidate of higher priority");
-                            self.observed();
-                            self.state
-                                .observe(lease, Instant::now(), &params, Source::Direct);
-                        }
-                        Err(StoreError::Conflict) => self.state.stale = true,
-                        Err(StoreError::NotFound) => {
-                            self.observed();
-                            self.state.observe_absent(Instant::now());
-                        }
-                        Err(e) => self.failed("announcing the candidacy", &e),
+                    if let Some(lease) = self.after_plain_write(res, "announcing the candidacy") {
+                        info!(holder = ?lease.record.holder, "announced as a candidate of higher priority");
                     }
                 }
                 Step::RaiseEpoch { base, record } => {
@@ -621,24 +641,14 @@ impl<S: LeaseStore> Elector<S> {
                     let Some(res) = self.call("update", store.replace(obj), &shutdown).await else {
                         break;
                     };
-                    let params = self.cfg.params.clone();
-                    match res {
-                        Ok((lease, _)) => {
-                            info!(
-                                from = ?base.record.transitions,
-                                to = ?lease.record.transitions,
-                                "raised the epoch of the lease (it had no holder and a lower epoch than seen before, e.g. after a deletion)"
-                            );
-                            self.observed();
-                            self.state
-                                .observe(lease, Instant::now(), &params, Source::Direct);
-                        }
-                        Err(StoreError::Conflict) => self.state.stale = true,
-                        Err(StoreError::NotFound) => {
-                            self.observed();
-                            self.state.observe_absent(Instant::now());
-                        }
-                        Err(e) => self.failed("raising the epoch of the lease", &e),
+                    if let Some(lease) =
+                        self.after_plain_write(res, "raising the epoch of the lease")
+                    {
+                        info!(
+                            from = ?base.record.transitions,
+                            to = ?lease.record.transitions,
+                            "raised the epoch of the lease (it had no holder and a lower epoch than seen before, e.g. after a deletion)"
+                        );
                     }
                 }
                 Step::Wait(_) | Step::Stuck { .. } => unreachable!("handled above"),

@@ -883,6 +883,24 @@ fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
     assert_eq!(w.acquired.len(), 2, "{:?}", w.acquired);
 }
 
+/// c0 creates the Lease, waits it out and leads with epoch 1; c1 has seen its record.
+fn c0_leads_and_c1_saw_it() -> World {
+    use Op::*;
+    let mut w = World::new([0, 0, 0]);
+    let ops = vec![
+        Drive(1),
+        Drive(0),
+        Advance(3000),
+        Drive(0),
+        Advance(3000),
+        Drive(0),
+        Watch(1),
+    ];
+    run(&mut w, ops).expect("one leader at a time");
+    assert_eq!(w.acquired, vec![(0, 1)]);
+    w
+}
+
 /// Found by the model (bug E in docs/reliability.md): a foreign writer put leaderd's release
 /// marker onto a record without holder (here over unparsable garbage that replaced c0's
 /// record); c1 took it as a release and took over at once, while c0 still claimed until its next
@@ -898,17 +916,8 @@ fn a_forged_release_marker_is_not_a_release() {
         ],
         vec![Foreign(self::Foreign::Forged)],
     ] {
-        let mut w = World::new([0, 0, 0]);
-        let mut ops = vec![
-            Drive(1),
-            Drive(0),
-            Advance(3000),
-            Drive(0),
-            Advance(3000),
-            Drive(0),
-            Watch(1),
-        ];
-        ops.extend(forgery);
+        let mut w = c0_leads_and_c1_saw_it();
+        let mut ops = forgery;
         ops.extend([Watch(1), Drive(1)]);
         run(&mut w, ops).expect("one leader at a time");
         assert_eq!(w.acquired, vec![(0, 1)]);
@@ -921,18 +930,7 @@ fn a_forged_release_marker_is_not_a_release() {
 #[test]
 fn a_release_by_the_holder_last_seen_is_taken_at_once() {
     use Op::*;
-    let mut w = World::new([0, 0, 0]);
-    let ops = vec![
-        Drive(1),
-        Drive(0),
-        Advance(3000),
-        Drive(0),
-        Advance(3000),
-        Drive(0),
-        Watch(1),
-    ];
-    run(&mut w, ops).expect("one leader at a time");
-    assert_eq!(w.acquired, vec![(0, 1)]);
+    let mut w = c0_leads_and_c1_saw_it();
     // c0 releases (as on POST /leader/release); c1 sees it and takes it at once.
     let now = w.now;
     let c0 = &mut w.cands[0];
