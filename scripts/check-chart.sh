@@ -176,6 +176,8 @@ fails_with "non-integer --set election.priority=high fails on the schema" "elect
 fails_with "https --set notifyUrl=https://... fails on the schema (leaderd posts http:// only)" "notifyUrl" --set notifyUrl=https://127.0.0.1/leader
 fails_with "bad label key --set podLabel.key='-role' fails on the schema" "podLabel/key" --set podLabel.key=-role
 fails_with "bad duration --set hooks.timeout=soon fails on the schema" "hooks/timeout" --set hooks.timeout=soon
+fails_with "zero --set http.maxConnections=0 fails on the schema" "http/maxConnections" --set http.maxConnections=0
+fails_with "bad duration --set http.idleTimeout=soon fails on the schema" "http/idleTimeout" --set http.idleTimeout=soon
 fails_with "volumeMount without mountPath fails on the schema" "extraVolumeMounts" --set 'extraVolumeMounts[0].name=hooks'
 fails_with "a flag the chart already renders, repeated in extraArgs, fails with a clear message" "would get --release-on-shutdown twice" \
   --set example.enabled=true --set 'extraArgs={--release-on-shutdown=false}'
@@ -316,8 +318,10 @@ case_ events-off "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"jobs\",\"s
   --set example.enabled=true --set events.enabled=false --set lease.name=jobs \
   --set logging.format=json --set election.releaseOnShutdown=false --set 'extraArgs={--log-level=debug}'
 
-case_ loopback-metrics-no-probes "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
-  \"sidecar\":\"containers\",\"probes\":false}" --set example.enabled=true --set metrics.bindAddress=127.0.0.1
+case_ loopback-metrics-no-probes-http-limits "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sidecar\":\"containers\",\"probes\":false,
+  \"args\":{\"--http-max-connections\":\"4096\",\"--http-idle-timeout\":\"1m\"}}" --set example.enabled=true --set metrics.bindAddress=127.0.0.1 \
+  --set http.maxConnections=4096 --set http.idleTimeout=1m
 
 # A parent chart that lists leaderd as a dependency and includes the sidecar in its own
 # Deployment, as in the chart README's "add to your chart".

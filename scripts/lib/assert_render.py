@@ -187,6 +187,11 @@ if spec.get("sidecar"):
            "feature flags rendered exactly as set: "
            + (", ".join(f"{f}={v}" for f, v in want.items() if v is not None) or "none (defaults)"),
            f"got {have}")
+    limits = {"--http-max-connections": "1024", "--http-idle-timeout": "30s"}
+    limits.update({f: v for f, v in spec.get("args", {}).items() if f in limits})
+    report(all(av.get(f) == v for f, v in limits.items()) and all(flags.count(f) == 1 for f in limits),
+           "args: " + ", ".join(f"{f}={v}" for f, v in limits.items()) + " (http.maxConnections, http.idleTimeout)",
+           f"got {args}")
     mounts = c.get("volumeMounts", [])
     want_mounts = spec.get("volume_mounts", [])
     report(mounts == want_mounts, f"leaderd volumeMounts are {want_mounts or 'none'}", f"got {mounts}")

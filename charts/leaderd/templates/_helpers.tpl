@@ -175,6 +175,8 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 - --retry-period={{ $v.election.retryPeriod }}
 - --http-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.http.bindAddress) "port" $v.http.port) }}
 - --metrics-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.metrics.bindAddress) "port" $v.metrics.port) }}
+- --http-max-connections={{ int64 $v.http.maxConnections }}
+- --http-idle-timeout={{ $v.http.idleTimeout }}
 - --release-on-shutdown={{ $v.election.releaseOnShutdown }}
 - --emit-events={{ $v.events.enabled }}
 - --log-format={{ $v.logging.format }}
