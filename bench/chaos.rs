@@ -185,21 +185,6 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-/// Raise the soft RLIMIT_NOFILE (pollers, SSE streams and the server's connections).
-fn raise_nofile(need: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < need {
-            lim.rlim_cur = need.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// The runner's state.
 struct Runner {
     server: Arc<TestServer>,
@@ -786,7 +771,8 @@ async fn run(a: Args) -> anyhow::Result<bool> {
     if a.sample_period > Duration::from_millis(20) {
         bail!("--sample-period must be at most 20ms (the checker samples at >= 50 Hz)");
     }
-    raise_nofile(8192);
+    // Pollers, SSE streams and the server's connections.
+    let _ = leaderd::harness::raise_nofile(8192);
     let logs = a
         .logs
         .clone()

@@ -545,22 +545,8 @@ impl Cluster {
 
 /// CPU seconds (utime + stime) and RSS bytes of a process.
 fn proc_usage(pid: u32) -> Option<(f64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((ticks as f64 / hz, rss_kb * 1024))
+    let u = leaderd::harness::proc_usage(pid).ok()?;
+    Some((u.cpu.as_secs_f64(), u.rss_kib * 1024))
 }
 
 fn is_lease_write(r: &RequestRecord) -> bool {

@@ -186,29 +186,13 @@ fn default_json_path() -> PathBuf {
 
 /// Raise the soft RLIMIT_NOFILE to at least `need` (children started later inherit it).
 fn raise_nofile(need: u64) -> anyhow::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
-    }
-    if lim.rlim_cur >= need {
-        return Ok(lim.rlim_cur);
-    }
-    if lim.rlim_max < need {
+    let limit = leaderd::harness::raise_nofile(need).context("raising RLIMIT_NOFILE")?;
+    if limit < need {
         bail!(
-            "need {need} open files but the hard limit (ulimit -Hn) is {}: raise it or ask for fewer --streams",
-            lim.rlim_max
+            "need {need} open files but the hard limit (ulimit -Hn) is {limit}: raise it or ask for fewer --streams"
         );
     }
-    lim.rlim_cur = need;
-    // SAFETY: as above.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err(io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
-    }
-    Ok(need)
+    Ok(limit)
 }
 
 /// Resident memory, CPU time and open files of a process, from /proc.
@@ -222,42 +206,12 @@ struct Usage {
 
 fn usage(pid: u32) -> anyhow::Result<Usage> {
     let at = Instant::now();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status (did leaderd exit?)"))?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3, `state`;
-    // utime and stime are fields 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat}"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat: {stat}"))
-    };
-    let ticks = tick(11)? + tick(12)?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz <= 0 {
-        bail!("sysconf(_SC_CLK_TCK) failed");
-    }
-    let cpu = Duration::from_secs_f64(ticks as f64 / hz as f64);
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let u = leaderd::harness::proc_usage(pid)
+        .with_context(|| format!("reading /proc/{pid} (did leaderd exit?)"))?;
     Ok(Usage {
-        rss_kib,
-        cpu,
-        fds,
+        rss_kib: u.rss_kib,
+        cpu: u.cpu,
+        fds: u.fds,
         at,
     })
 }

@@ -40,6 +40,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::election::{Control, ReleaseOutcome};
+use crate::metrics::ListenerMetrics;
 use crate::status::{LeaderView, StatusRx};
 
 /// The longest long-poll wait accepted.
@@ -281,6 +282,7 @@ pub async fn serve(
     what: &'static str,
     shutdown: CancellationToken,
     limits: Limits,
+    metrics: Option<ListenerMetrics>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, max_connections = limits.max_connections,
@@ -306,6 +308,9 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if let Some(m) = &metrics {
+                m.refused();
+            }
             let now = tokio::time::Instant::now();
             if last_full_warning.is_none_or(|t| now - t >= Duration::from_secs(10)) {
                 last_full_warning = Some(now);
@@ -327,8 +332,9 @@ pub async fn serve(
             },
         );
         let stop = shutdown.clone();
+        let open = metrics.as_ref().map(ListenerMetrics::opened);
         conns.spawn(async move {
-            let _permit = permit;
+            let _counted = (permit, open);
             let mut builder = http1::Builder::new();
             builder
                 .timer(TokioTimer::new())

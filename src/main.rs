@@ -131,6 +131,7 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         "http api",
         servers.clone(),
         s.http_limits,
+        Some(metrics.listener("api")),
     ));
     let prom = tokio::spawn(http::serve(
         metrics_listener,
@@ -138,6 +139,7 @@ async fn run(s: Settings) -> anyhow::Result<ExitCode> {
         "metrics",
         servers.clone(),
         s.http_limits,
+        Some(metrics.listener("metrics")),
     ));
 
     let span =

@@ -35,6 +35,41 @@ pub struct Metrics {
     last_change: Gauge,
     watch_restarts: IntCounter,
     side_effects: IntCounterVec,
+    http_open: IntGaugeVec,
+    http_refused: IntCounterVec,
+}
+
+/// The HTTP listeners whose connections are counted.
+pub const LISTENERS: [&str; 2] = ["api", "metrics"];
+
+/// The connection metrics of one HTTP listener, for [`crate::http::serve`].
+#[derive(Clone, Debug)]
+pub struct ListenerMetrics {
+    open: IntGauge,
+    refused: IntCounter,
+}
+
+impl ListenerMetrics {
+    /// A connection was accepted; it counts as open until the returned guard is dropped.
+    pub fn opened(&self) -> OpenConnection {
+        self.open.inc();
+        OpenConnection(self.open.clone())
+    }
+
+    /// A connection beyond `--http-max-connections` was refused.
+    pub fn refused(&self) {
+        self.refused.inc();
+    }
+}
+
+/// An open connection, counted in `leaderd_http_connections` until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Metrics {
@@ -120,6 +155,24 @@ impl Metrics {
             ),
             &["kind", "result"]
         )?);
+        let http_open = reg!(IntGaugeVec::new(
+            opts(
+                "leaderd_http_connections",
+                "Open connections by HTTP listener (api: --http-addr, metrics: --metrics-addr)."
+            ),
+            &["listener"]
+        )?);
+        let http_refused = reg!(IntCounterVec::new(
+            opts(
+                "leaderd_http_connections_refused_total",
+                "Connections answered 503 and closed because the listener already served --http-max-connections."
+            ),
+            &["listener"]
+        )?);
+        for listener in LISTENERS {
+            http_open.with_label_values(&[listener]);
+            http_refused.with_label_values(&[listener]);
+        }
         for reason in LossReason::ALL {
             losses.with_label_values(&[reason.as_str()]);
         }
@@ -147,7 +200,17 @@ impl Metrics {
             last_change,
             watch_restarts,
             side_effects,
+            http_open,
+            http_refused,
         })
+    }
+
+    /// The connection metrics of the listener `name` (one of [`LISTENERS`]).
+    pub fn listener(&self, name: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.http_open.with_label_values(&[name]),
+            refused: self.http_refused.with_label_values(&[name]),
+        }
     }
 
     /// One Lease API request finished with `code` ("200", "409", "error", "timeout") after `took`.

@@ -110,9 +110,7 @@ async fn elected_with(extra: &[&str]) -> (Cluster, String, i64, SocketAddr, Sock
 
 /// Open file descriptors of a process.
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+    leaderd::harness::proc_usage(pid).map_or(0, |u| u.fds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,28 +326,11 @@ async fn slow_clients_do_not_hold_up_the_api_or_the_election() {
     assert_election_unaffected(&mut c, &leader, epoch, from).await;
 }
 
-/// Raise the soft limit on open files to `need` (within the hard limit); returns the new limit.
-/// Children started afterwards (the leaderd processes) inherit it.
-fn raise_nofile(need: u64) -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        if lim.rlim_cur < need {
-            lim.rlim_cur = need.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    lim.rlim_cur
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_connections_do_not_disturb_the_election() {
     const N: usize = 10_000;
-    let limit = raise_nofile(N as u64 * 2 + 1000);
+    // The leaderd it starts inherits the limit.
+    let limit = leaderd::harness::raise_nofile(N as u64 * 2 + 1000).expect("RLIMIT_NOFILE");
     if limit < N as u64 + 1000 {
         eprintln!(
             "skipped: RLIMIT_NOFILE hard limit {limit} is below {}",
@@ -450,6 +431,24 @@ async fn connections_beyond_the_limit_get_503_and_idle_ones_are_closed() {
     const IDLE: Duration = Duration::from_secs(1);
     let (mut c, leader, epoch, la, _) =
         elected_with(&["--http-max-connections=40", "--http-idle-timeout=1s"]).await;
+    let metrics_addr = c.get(&leader).metrics_addr;
+    let metric = |text: &str, name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("listener=\"api\""))
+            .unwrap_or_else(|| panic!("no {name} for the api listener in:\n{text}"));
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("a value")
+    };
+    let scrape = || async move {
+        let body =
+            leaderd::harness::get(&leaderd::harness::http_client(), metrics_addr, "/metrics")
+                .await
+                .expect("metrics answer");
+        String::from_utf8_lossy(&body).to_string()
+    };
     let from = std::time::Instant::now();
     // The cluster's sampler holds one keep-alive connection (it asks every 10 ms). Add one SSE
     // stream, MAX - 3 keep-alive connections that asked once and stay idle, and one that sends
@@ -496,6 +495,9 @@ async fn connections_beyond_the_limit_get_503_and_idle_ones_are_closed() {
             t.elapsed()
         );
     }
+    let m = scrape().await;
+    assert_eq!(metric(&m, "leaderd_http_connections_refused_total"), 5.0);
+    assert_eq!(metric(&m, "leaderd_http_connections{"), MAX as f64);
     // The idle ones and the slow one are closed after the idle timeout, not before.
     for mut s in idle.into_iter().chain([slow]) {
         let n = timeout(IDLE * 4, s.read(&mut buf))
@@ -517,6 +519,8 @@ async fn connections_beyond_the_limit_get_503_and_idle_ones_are_closed() {
         r.is_err() || r.as_ref().is_ok_and(|n| n.as_ref().is_ok_and(|n| *n > 0)),
         "the stream was closed: {r:?}"
     );
+    let m = scrape().await;
+    assert!(metric(&m, "leaderd_http_connections{") <= 3.0, "{m}");
     // Room again: a fresh client is served.
     let client = leaderd::harness::http_client();
     let v = leaderd::harness::get_leader(&client, la)

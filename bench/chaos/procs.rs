@@ -590,16 +590,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// VmRSS (KiB) and the number of open fds of `pid`.
 pub fn read_usage(pid: u32) -> Option<(u64, usize)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    Some((rss, fds))
+    let u = leaderd::harness::proc_usage(pid).ok()?;
+    Some((u.rss_kib, u.fds))
 }
 
 /// Memory and fds every 2 s.
