@@ -108,6 +108,33 @@ async fn elected_with(extra: &[&str]) -> (Cluster, String, i64, SocketAddr, Sock
     (c, leader, epoch, la, fa)
 }
 
+/// Ask the leader at `la` for `/leader` on fresh clients every 50 ms for `during`; each answer
+/// must say it leads. Returns the slowest answer's time.
+async fn slowest_fresh_leader_answer(la: SocketAddr, during: Duration) -> Duration {
+    let client = leaderd::harness::http_client();
+    let end = Instant::now() + during;
+    let mut worst = Duration::ZERO;
+    while Instant::now() < end {
+        let t = Instant::now();
+        let v = leaderd::harness::get_leader(&client, la)
+            .await
+            .expect("answers");
+        worst = worst.max(t.elapsed());
+        assert!(v.is_leader);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worst
+}
+
+/// Wait (at most `within`) until `pid` holds no more than 10 fds above `base`; fail if not.
+async fn fds_back_to(pid: u32, base: usize, within: Duration) {
+    let t = Instant::now();
+    while fds(pid) > base + 10 && t.elapsed() < within {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fds(pid) <= base + 10, "{} fds left (from {base})", fds(pid));
+}
+
 /// Open file descriptors of a process.
 fn fds(pid: u32) -> usize {
     leaderd::harness::proc_usage(pid).map_or(0, |u| u.fds)
@@ -294,18 +321,7 @@ async fn slow_clients_do_not_hold_up_the_api_or_the_election() {
         held
     });
     // Meanwhile /leader answers fresh clients at once, for 2 × R.
-    let client = leaderd::harness::http_client();
-    let end = Instant::now() + R * 2;
-    let mut worst = Duration::ZERO;
-    while Instant::now() < end {
-        let t = Instant::now();
-        let v = leaderd::harness::get_leader(&client, la)
-            .await
-            .expect("answers");
-        worst = worst.max(t.elapsed());
-        assert!(v.is_leader);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let worst = slowest_fresh_leader_answer(la, R * 2).await;
     assert!(
         worst < Duration::from_millis(250),
         "a /leader answer took {worst:?}"
@@ -314,15 +330,7 @@ async fn slow_clients_do_not_hold_up_the_api_or_the_election() {
     trickle.abort();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Closed by the client: the sidecar lets go of them.
-    let t = Instant::now();
-    while fds(pid) > base_fds + 10 && t.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        fds(pid) <= base_fds + 10,
-        "{} fds left (from {base_fds})",
-        fds(pid)
-    );
+    fds_back_to(pid, base_fds, Duration::from_secs(5)).await;
     assert_election_unaffected(&mut c, &leader, epoch, from).await;
 }
 
@@ -390,18 +398,7 @@ async fn ten_thousand_connections_do_not_disturb_the_election() {
     let peak_fds = fds(pid);
     assert!(peak_fds >= base_fds + N, "{peak_fds} fds (base {base_fds})");
     // Held open for 2 × R: /leader still answers a fresh client promptly.
-    let client = leaderd::harness::http_client();
-    let end = Instant::now() + R * 2;
-    let mut worst = Duration::ZERO;
-    while Instant::now() < end {
-        let t = Instant::now();
-        let v = leaderd::harness::get_leader(&client, la)
-            .await
-            .expect("answers");
-        worst = worst.max(t.elapsed());
-        assert!(v.is_leader);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let worst = slowest_fresh_leader_answer(la, R * 2).await;
     eprintln!(
         "10k connections: opened and answered in {opened_in:?}, leader fds {base_fds} → {peak_fds}, slowest fresh /leader {worst:?}"
     );
@@ -410,15 +407,7 @@ async fn ten_thousand_connections_do_not_disturb_the_election() {
         "a /leader answer took {worst:?}"
     );
     drop(open);
-    let t = Instant::now();
-    while fds(pid) > base_fds + 10 && t.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        fds(pid) <= base_fds + 10,
-        "{} fds left (from {base_fds})",
-        fds(pid)
-    );
+    fds_back_to(pid, base_fds, Duration::from_secs(10)).await;
     assert_election_unaffected(&mut c, &leader, epoch, from).await;
 }
 

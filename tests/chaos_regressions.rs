@@ -26,6 +26,19 @@ fn became(c: &Cluster) -> Vec<(String, i64)> {
     v
 }
 
+/// Fail (naming `context`) if two candidates logged "became leader" under one epoch.
+fn one_candidate_per_epoch(c: &Cluster, context: &str) {
+    let mut by_epoch: HashMap<i64, Vec<String>> = HashMap::new();
+    for (who, e) in became(c) {
+        by_epoch.entry(e).or_default().push(who);
+    }
+    for (e, who) in &by_epoch {
+        if who.len() > 1 {
+            c.fail(&format!("epoch {e} led by {who:?} ({context})"));
+        }
+    }
+}
+
 /// Found by `cargo bench --bench chaos -- --seed 42 --duration 10m` (c1#1 at +593 s): a
 /// partitioned leader lost its lease to another candidate; the Lease was then deleted by a
 /// foreign writer; on the heal, the old leader's held PUT (an acquisition of its own lapsed
@@ -54,17 +67,7 @@ async fn a_put_that_recreated_a_deleted_lease_starts_no_tenure() {
         c.server.heal(&old);
         tokio::time::sleep(D * 3).await;
         c.assert_safe();
-        let mut by_epoch: HashMap<i64, Vec<String>> = HashMap::new();
-        for (who, e) in became(&c) {
-            by_epoch.entry(e).or_default().push(who);
-        }
-        for (e, who) in &by_epoch {
-            if who.len() > 1 {
-                c.fail(&format!(
-                    "epoch {e} led by {who:?} (the new leader had {epoch2})"
-                ));
-            }
-        }
+        one_candidate_per_epoch(&c, &format!("the new leader had {epoch2}"));
         hit = c
             .get(&old)
             .logs()
@@ -128,17 +131,10 @@ async fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() 
     }
     // The old leader's renewal conflicts with c3's record; someone takes it a lease duration on.
     let (next, epoch2) = c.leader_above(D * 3, epoch - 1).await;
-    let mut by_epoch: HashMap<i64, Vec<String>> = HashMap::new();
-    for (who, e) in became(&c) {
-        by_epoch.entry(e).or_default().push(who);
-    }
-    for (e, who) in &by_epoch {
-        if who.len() > 1 {
-            c.fail(&format!(
-                "epoch {e} led by {who:?} (the leader c3 never saw: {leader}; next: {next} {epoch2})"
-            ));
-        }
-    }
+    one_candidate_per_epoch(
+        &c,
+        &format!("the leader c3 never saw: {leader}; next: {next} {epoch2}"),
+    );
     c.assert_alive();
     c.assert_safe();
 }
