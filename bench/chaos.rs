@@ -43,7 +43,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use fastrand::Rng;
 use leaderd::election::record::micro_time;
-use leaderd::testserver::TestServer;
+use leaderd_testkit::testserver::TestServer;
 use serde_json::{json, Value};
 
 use check::{Calm, Input, Report, Version};
@@ -705,11 +705,12 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
         .iter()
         .filter(|q| q.client == name && q.verb == "update" && q.status == 200 && q.at >= from)
         .count();
-    let observed = leaderd::harness::get(&leaderd::harness::http_client(), p.addr, "/leader")
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| v["observed_at"].as_str().map(str::to_string));
+    let observed =
+        leaderd_testkit::harness::get(&leaderd_testkit::harness::http_client(), p.addr, "/leader")
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["observed_at"].as_str().map(str::to_string));
     p.ask(Ask::Term);
     p.wait_exit(Duration::from_secs(10)).await;
     p.stop_watchers();
@@ -772,7 +773,7 @@ async fn run(a: Args) -> anyhow::Result<bool> {
         bail!("--sample-period must be at most 20ms (the checker samples at >= 50 Hz)");
     }
     // Pollers, SSE streams and the server's connections.
-    let _ = leaderd::harness::raise_nofile(8192);
+    let _ = leaderd_testkit::harness::raise_nofile(8192);
     let logs = a
         .logs
         .clone()

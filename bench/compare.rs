@@ -44,9 +44,9 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
-use leaderd::harness::{check, write_kubeconfig, Candidate, CandidateSpec, Sampler};
 use leaderd::status::LeaderView;
-use leaderd::testserver::{RequestRecord, TestServer};
+use leaderd_testkit::harness::{check, write_kubeconfig, Candidate, CandidateSpec, Sampler};
+use leaderd_testkit::testserver::{RequestRecord, TestServer};
 use serde_json::{json, Value};
 use tokio::process::Command;
 use tokio::time::Instant;
@@ -545,7 +545,7 @@ impl Cluster {
 
 /// CPU seconds (utime + stime) and RSS bytes of a process.
 fn proc_usage(pid: u32) -> Option<(f64, u64)> {
-    let u = leaderd::harness::proc_usage(pid).ok()?;
+    let u = leaderd_testkit::harness::proc_usage(pid).ok()?;
     Some((u.cpu.as_secs_f64(), u.rss_kib * 1024))
 }
 

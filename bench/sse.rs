@@ -56,9 +56,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
-use leaderd::harness::{get, get_leader, http_client, write_kubeconfig, Candidate, CandidateSpec};
 use leaderd::status::LeaderView;
-use leaderd::testserver::TestServer;
+use leaderd_testkit::harness::{
+    get, get_leader, http_client, write_kubeconfig, Candidate, CandidateSpec,
+};
+use leaderd_testkit::testserver::TestServer;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -186,7 +188,7 @@ fn default_json_path() -> PathBuf {
 
 /// Raise the soft RLIMIT_NOFILE to at least `need` (children started later inherit it).
 fn raise_nofile(need: u64) -> anyhow::Result<u64> {
-    let limit = leaderd::harness::raise_nofile(need).context("raising RLIMIT_NOFILE")?;
+    let limit = leaderd_testkit::harness::raise_nofile(need).context("raising RLIMIT_NOFILE")?;
     if limit < need {
         bail!(
             "need {need} open files but the hard limit (ulimit -Hn) is {limit}: raise it or ask for fewer --streams"
@@ -206,7 +208,7 @@ struct Usage {
 
 fn usage(pid: u32) -> anyhow::Result<Usage> {
     let at = Instant::now();
-    let u = leaderd::harness::proc_usage(pid)
+    let u = leaderd_testkit::harness::proc_usage(pid)
         .with_context(|| format!("reading /proc/{pid} (did leaderd exit?)"))?;
     Ok(Usage {
         rss_kib: u.rss_kib,

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
 use crate::election::Params;
 
@@ -20,41 +20,11 @@ pub const DEFAULT_POD_LABEL_KEY: &str = "leaderd.io/role";
 
 /// leaderd: campaign for a Kubernetes Lease and tell the app, on localhost, whether it leads.
 #[derive(Debug, Parser)]
-#[command(
-    name = "leaderd",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "leaderd", version, about)]
 pub struct Cli {
-    /// What to run instead of the sidecar.
-    #[command(subcommand)]
-    pub command: Option<Command>,
     /// The sidecar's flags.
     #[command(flatten)]
     pub run: RunArgs,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run three candidates against a built-in Lease API test server, kill the leader, and
-    /// print the failover timeline (no cluster needed).
-    Demo(DemoArgs),
-}
-
-/// Flags of `leaderd demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Lease duration the demo candidates use.
-    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
-    pub lease_duration: Duration,
-    /// Renew deadline the demo candidates use.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    pub renew_deadline: Duration,
-    /// Retry period the demo candidates use.
-    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-    pub retry_period: Duration,
 }
 
 /// Log output format.

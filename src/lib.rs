@@ -16,15 +16,17 @@
 //!   transitions (commands, the leader pod label, a POST to the app) and never feed back.
 //! - [`config`]: flags and environment, validated before anything starts.
 //! - [`shutdown`]: SIGTERM/SIGINT as one cancellation token.
-//! - [`testserver`]: the Lease API test server (used by tests, the demo and benchmarks).
-//! - [`harness`]: runs leaderd processes against a server and samples their `/leader`.
-//! - [`demo`]: `leaderd demo`.
+//! - [`app`]: the whole program (flags to exit code); `main.rs` only calls it.
+//!
+//! The Lease API test server, the process harness, the in-memory store and the demo live in
+//! the `leaderd-testkit` crate (`testkit/`), outside the product.
 
+#![forbid(unsafe_code)]
+
+pub mod app;
 pub mod config;
-pub mod demo;
 pub mod election;
 pub mod events;
-pub mod harness;
 pub mod hooks;
 pub mod http;
 pub mod kube_store;
@@ -33,4 +35,3 @@ pub mod notify;
 pub mod podlabel;
 pub mod shutdown;
 pub mod status;
-pub mod testserver;

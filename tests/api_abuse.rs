@@ -111,12 +111,12 @@ async fn elected_with(extra: &[&str]) -> (Cluster, String, i64, SocketAddr, Sock
 /// Ask the leader at `la` for `/leader` on fresh clients every 50 ms for `during`; each answer
 /// must say it leads. Returns the slowest answer's time.
 async fn slowest_fresh_leader_answer(la: SocketAddr, during: Duration) -> Duration {
-    let client = leaderd::harness::http_client();
+    let client = leaderd_testkit::harness::http_client();
     let end = Instant::now() + during;
     let mut worst = Duration::ZERO;
     while Instant::now() < end {
         let t = Instant::now();
-        let v = leaderd::harness::get_leader(&client, la)
+        let v = leaderd_testkit::harness::get_leader(&client, la)
             .await
             .expect("answers");
         worst = worst.max(t.elapsed());
@@ -137,7 +137,7 @@ async fn fds_back_to(pid: u32, base: usize, within: Duration) {
 
 /// Open file descriptors of a process.
 fn fds(pid: u32) -> usize {
-    leaderd::harness::proc_usage(pid).map_or(0, |u| u.fds)
+    leaderd_testkit::harness::proc_usage(pid).map_or(0, |u| u.fds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,7 +338,7 @@ async fn slow_clients_do_not_hold_up_the_api_or_the_election() {
 async fn ten_thousand_connections_do_not_disturb_the_election() {
     const N: usize = 10_000;
     // The leaderd it starts inherits the limit.
-    let limit = leaderd::harness::raise_nofile(N as u64 * 2 + 1000).expect("RLIMIT_NOFILE");
+    let limit = leaderd_testkit::harness::raise_nofile(N as u64 * 2 + 1000).expect("RLIMIT_NOFILE");
     if limit < N as u64 + 1000 {
         eprintln!(
             "skipped: RLIMIT_NOFILE hard limit {limit} is below {}",
@@ -432,10 +432,13 @@ async fn connections_beyond_the_limit_get_503_and_idle_ones_are_closed() {
             .expect("a value")
     };
     let scrape = || async move {
-        let body =
-            leaderd::harness::get(&leaderd::harness::http_client(), metrics_addr, "/metrics")
-                .await
-                .expect("metrics answer");
+        let body = leaderd_testkit::harness::get(
+            &leaderd_testkit::harness::http_client(),
+            metrics_addr,
+            "/metrics",
+        )
+        .await
+        .expect("metrics answer");
         String::from_utf8_lossy(&body).to_string()
     };
     let from = std::time::Instant::now();
@@ -511,8 +514,8 @@ async fn connections_beyond_the_limit_get_503_and_idle_ones_are_closed() {
     let m = scrape().await;
     assert!(metric(&m, "leaderd_http_connections{") <= 3.0, "{m}");
     // Room again: a fresh client is served.
-    let client = leaderd::harness::http_client();
-    let v = leaderd::harness::get_leader(&client, la)
+    let client = leaderd_testkit::harness::http_client();
+    let v = leaderd_testkit::harness::get_leader(&client, la)
         .await
         .expect("answers");
     assert!(v.is_leader);

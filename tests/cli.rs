@@ -175,7 +175,9 @@ fn help_and_version_exit_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_in_use_is_a_clear_error_naming_the_flag() {
-    let server = leaderd::testserver::TestServer::start().await.unwrap();
+    let server = leaderd_testkit::testserver::TestServer::start()
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kc.yaml");
     std::fs::write(&kc, server.kubeconfig_yaml("a", "default")).unwrap();

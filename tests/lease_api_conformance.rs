@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use leaderd::testserver::TestServer;
+use leaderd_testkit::testserver::TestServer;
 use serde_json::{json, Value};
 
 const BASE: &str = "/apis/coordination.k8s.io/v1/namespaces/default/leases";

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Cluster, D, LEASE, NS, P};
-use leaderd::harness::{get, http_client};
+use leaderd_testkit::harness::{get, http_client};
 
 async fn scrape(addr: SocketAddr) -> String {
     let body = get(&http_client(), addr, "/metrics").await.expect("scrape");

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leaderd::harness::{check, Candidate, CandidateSpec, Sampler};
+use leaderd_testkit::harness::{check, Candidate, CandidateSpec, Sampler};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 

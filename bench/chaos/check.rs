@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use leaderd::election::StoredLease;
-use leaderd::testserver::LeaseChange;
+use leaderd_testkit::testserver::LeaseChange;
 
 use super::procs::{Ask, LogEvent, Record, Run};
 

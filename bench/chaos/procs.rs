@@ -590,7 +590,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// VmRSS (KiB) and the number of open fds of `pid`.
 pub fn read_usage(pid: u32) -> Option<(u64, usize)> {
-    let u = leaderd::harness::proc_usage(pid).ok()?;
+    let u = leaderd_testkit::harness::proc_usage(pid).ok()?;
     Some((u.rss_kib, u.fds))
 }
 

@@ -2,14 +2,11 @@
 //! the campaign loop that drives them.
 
 pub mod elector;
-pub mod memory;
 #[cfg(test)]
 mod proptests;
 pub mod record;
 pub mod state;
 pub mod store;
-#[cfg(test)]
-mod tests;
 
 pub use elector::{jitter, Control, Elector, ElectorConfig, ReleaseOutcome, Transition};
 pub use record::{LeaseRecord, StoredLease};

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use leaderd::harness::{check, write_kubeconfig, Candidate, CandidateSpec, Sampler};
-use leaderd::testserver::TestServer;
+use leaderd_testkit::harness::{check, write_kubeconfig, Candidate, CandidateSpec, Sampler};
+use leaderd_testkit::testserver::TestServer;
 
 /// Short timings so that failovers take seconds: lease 3 s, deadline 2 s, retry 250 ms.
 pub const D: Duration = Duration::from_secs(3);

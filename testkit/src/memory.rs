@@ -11,8 +11,8 @@ use futures::stream::{self, BoxStream, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use super::record::StoredLease;
-use super::store::{LeaseStore, StoreError, WatchEvent};
+use leaderd::election::record::StoredLease;
+use leaderd::election::store::{LeaseStore, StoreError, WatchEvent};
 
 /// A fault injected into one client's requests.
 #[derive(Clone, Debug, Default)]

@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::memory::{Fault, MemoryStore};
-use super::*;
-use crate::status::{channel, Identity, LeaderView, StatusRx};
+use leaderd::election::*;
+use leaderd::status::{channel, Identity, LeaderView, StatusRx};
+use leaderd_testkit::memory::{Fault, MemoryStore};
 
 const D: Duration = Duration::from_secs(15);
 const R: Duration = Duration::from_secs(10);

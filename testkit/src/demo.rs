@@ -1,15 +1,33 @@
-//! `leaderd demo`: the project's Lease API test server on 127.0.0.1, three real leaderd
-//! processes campaigning against it over HTTP, a kill -9 of the leader, then a SIGTERM of the
-//! next one, with a readable timeline and a check that no two ever led at once.
+//! The demo: the project's Lease API test server on 127.0.0.1, three real leaderd processes
+//! campaigning against it over HTTP, a kill -9 of the leader, then a SIGTERM of the next one,
+//! with a readable timeline and a check that no two ever led at once.
+//!
+//! The `leaderd-demo` binary is also leaderd itself: started under the name `leaderd` (a
+//! symlink the demo makes), it runs [`leaderd::app::main`], the product's whole program. So one
+//! `cargo run -p leaderd-testkit` runs the demo without building or finding another binary.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::DemoArgs;
 use crate::harness::{check, write_kubeconfig, Candidate, CandidateSpec, Sampler};
 use crate::testserver::TestServer;
+use clap::Args;
+
+/// Flags of the demo.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Lease duration the demo candidates use.
+    #[arg(long, default_value = "4s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// Renew deadline the demo candidates use.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// Retry period the demo candidates use.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+}
 
 struct Timeline {
     start: Instant,
@@ -54,7 +72,10 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
         server.url()
     ));
 
-    let bin = std::env::current_exe()?;
+    // The candidates are this very binary under the name `leaderd` (see the module doc).
+    let bin = dir.join("leaderd");
+    let _ = std::fs::remove_file(&bin);
+    std::os::unix::fs::symlink(std::env::current_exe()?, &bin)?;
     let sampler = Sampler::start(Duration::from_millis(10));
     let mut cands = Vec::new();
     for i in 1..=3 {

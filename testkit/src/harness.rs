@@ -23,7 +23,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
-use crate::status::LeaderView;
+use leaderd::status::LeaderView;
 
 /// How to start one candidate.
 #[derive(Clone, Debug)]

@@ -190,7 +190,12 @@ impl std::fmt::Debug for TestServer {
 impl TestServer {
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime until dropped/shutdown.
     pub async fn start() -> std::io::Result<TestServer> {
-        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        Self::start_on(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Binds `addr` and serves on the current tokio runtime until dropped/shutdown.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<TestServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (fault_gen, _) = tokio::sync::watch::channel(0u64);
         let shared = Arc::new(Shared {

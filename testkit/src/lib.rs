@@ -1,0 +1,13 @@
+//! leaderd's test tooling, kept out of the product crate:
+//!
+//! - [`testserver`]: the Lease API test server (kube-apiserver's Lease, Pod and Event answers
+//!   over real HTTP on 127.0.0.1, with fault injection), also as the `leaderd-testserver`
+//!   binary for scripts.
+//! - [`memory`]: an in-memory [`leaderd::election::LeaseStore`] for the elector's tests.
+//! - [`harness`]: runs leaderd processes against a server and samples their `/leader`.
+//! - [`demo`]: the `leaderd-demo` binary (the README's first command).
+
+pub mod demo;
+pub mod harness;
+pub mod memory;
+pub mod testserver;
