@@ -1,19 +1,66 @@
-//! The sidecar as a whole: parse and validate flags, start the runtime, wire the parts.
+//! The sidecar as a whole: flags to exit code. [`main`] validates the flags before anything
+//! starts, then [`App::build`] connects and binds, and [`App::run`] wires the parts (store →
+//! election → published state → readers and side effects) and carries out the one shutdown
+//! plan: on SIGTERM (or `--on-lost=exit`), the elector steps down and releases, every side effect
+//! finishes what the last transitions asked, and the listeners drain, all within one
+//! [`DRAIN_BUDGET`].
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{self, Cli, LogFormat, OnLost, Settings, EXIT_LOST, EXIT_USAGE};
 use crate::election::{Elector, ElectorConfig, Transition};
 use crate::kube_store::KubeLeaseStore;
-use crate::status::{self, Identity};
-use crate::{events, hooks, http, metrics, notify, podlabel, shutdown};
+use crate::metrics::{MeasuredStore, Metrics};
+use crate::status::{self, Identity, StatusRx, StatusTx};
+use crate::{appcheck, events, hooks, http, notify, podlabel, shutdown};
+
+/// How long shutting down may take in all, from the signal: the release, the last Events,
+/// hooks, pod label and notification, and the listeners' drain. Well within Kubernetes' default
+/// 30 s grace period; what is not done by then is abandoned (the lease is safe either way: the
+/// elector stops claiming before it releases, and an unwritten release is waited out).
+pub const DRAIN_BUDGET: Duration = Duration::from_secs(10);
+
+/// What can stop leaderd from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No kubeconfig and no in-cluster service account: a usage error (exit 64), not retryable.
+    #[error("no cluster connection: {0}; run in a pod with a service account, or set KUBECONFIG")]
+    NoCluster(#[source] kube::config::InferConfigError),
+    /// The Kubernetes client could not be built from the configuration found; not retryable.
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// A listener could not be bound (the message names the flag); retryable once the address
+    /// is free.
+    #[error(transparent)]
+    Bind(std::io::Error),
+    /// The metrics could not be registered (a bug); not retryable.
+    #[error("registering metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
+    /// The signal handlers could not be installed; not retryable.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+impl AppError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            AppError::NoCluster(_) => ExitCode::from(EXIT_USAGE),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
 
 /// leaderd's whole program: flags and environment from the process, exit code back.
 pub fn main() -> ExitCode {
@@ -42,21 +89,31 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(settings.log_format, settings.log_level.as_deref());
-    match runtime().block_on(run(settings)) {
-        Ok(code) => code,
-        Err(e) => {
-            error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("cannot start the tokio runtime")
+        .expect("cannot start the tokio runtime");
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let started = shutdown::cancel_on_signals(shutdown.clone()).map_err(AppError::Signals);
+        let app = match started {
+            Ok(()) => App::build(settings).await,
+            Err(e) => Err(e),
+        };
+        match app {
+            Ok(app) => app.run(shutdown).await,
+            Err(e) => report(&e),
+        }
+    })
+}
+
+fn report(e: &AppError) -> ExitCode {
+    match e {
+        AppError::NoCluster(_) => eprintln!("leaderd: {e}"),
+        _ => error!("{e}"),
+    }
+    e.exit_code()
 }
 
 fn init_logging(format: LogFormat, level: Option<&str>) {
@@ -76,204 +133,248 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     }
 }
 
-async fn run(s: Settings) -> anyhow::Result<ExitCode> {
-    let token = CancellationToken::new();
-    shutdown::cancel_on_signals(token.clone()).context("installing signal handlers")?;
+/// The sidecar, connected and bound, not yet running.
+pub struct App {
+    settings: Settings,
+    elector: ElectorConfig,
+    client: kube::Client,
+    namespace: String,
+    status_tx: StatusTx,
+    status: StatusRx,
+    metrics: Arc<Metrics>,
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+}
 
-    let elector_cfg = ElectorConfig {
-        release_on_shutdown: s.release_on_shutdown,
-        ..ElectorConfig::new(s.params.clone())
-    };
-    let mut kube_cfg = match kube::Config::infer().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("leaderd: no cluster connection: {e}; run in a pod with a service account, or set KUBECONFIG");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
-    };
-    kube_cfg.connect_timeout = Some(elector_cfg.call_timeout);
-    kube_cfg.read_timeout = None; // every call has its own timeout; watches are long
-    let namespace = s
-        .namespace
-        .clone()
-        .unwrap_or_else(|| kube_cfg.default_namespace.clone());
-    let client = kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
-
-    let id = Identity {
-        lease: s.lease_name.clone(),
-        namespace: namespace.clone(),
-        identity: s.params.identity.clone(),
-    };
-    let (status_tx, status_rx) = status::channel(id);
-    let http_listener = http::bind(s.http_addr, "--http-addr").await?;
-    let metrics_listener = http::bind(s.metrics_addr, "--metrics-addr").await?;
-    let metrics =
-        Arc::new(metrics::Metrics::new(status_rx.clone()).context("registering metrics")?);
-
-    info!(
-        lease = %s.lease_name, %namespace, identity = %s.params.identity,
-        lease_duration = %humantime::format_duration(s.params.lease_duration),
-        renew_deadline = %humantime::format_duration(s.params.renew_deadline),
-        retry_period = %humantime::format_duration(s.params.retry_period),
-        "leaderd starting"
-    );
-    let store = KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name);
-    let mut elector = Elector::new(store, elector_cfg, status_tx).with_metrics(metrics.clone());
-    let control = elector.control();
-
-    let servers = CancellationToken::new();
-    let api = tokio::spawn(http::serve(
-        http_listener,
-        http::router(status_rx.clone(), Some(control)),
-        "http api",
-        servers.clone(),
-        s.http_limits,
-        Some(metrics.listener("api")),
-    ));
-    let prom = tokio::spawn(http::serve(
-        metrics_listener,
-        metrics::router(metrics.clone()),
-        "metrics",
-        servers.clone(),
-        s.http_limits,
-        Some(metrics.listener("metrics")),
-    ));
-
-    let span =
-        info_span!("election", lease = %s.lease_name, %namespace, identity = %s.params.identity);
-    let mut publisher_task = None;
-    if s.emit_events {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        elector = elector.with_transitions(tx);
-        let publisher = events::publish(
-            client.clone(),
-            namespace.clone(),
-            s.lease_name.clone(),
-            s.params.identity.clone(),
-            rx,
+impl App {
+    /// Find the cluster, bind both listeners and register the metrics.
+    pub async fn build(settings: Settings) -> Result<App, AppError> {
+        let elector = ElectorConfig {
+            release_on_shutdown: settings.release_on_shutdown,
+            ..ElectorConfig::new(settings.params.clone())
+        };
+        let mut kube_cfg = kube::Config::infer().await.map_err(AppError::NoCluster)?;
+        kube_cfg.connect_timeout = Some(elector.call_timeout);
+        kube_cfg.read_timeout = None; // every call has its own timeout; watches are long
+        let namespace = settings
+            .namespace
+            .clone()
+            .unwrap_or_else(|| kube_cfg.default_namespace.clone());
+        let client = kube::Client::try_from(kube_cfg).map_err(AppError::Client)?;
+        let (status_tx, status) = status::channel(Identity {
+            lease: settings.lease_name.clone(),
+            namespace: namespace.clone(),
+            identity: settings.params.identity.clone(),
+        });
+        let bind = |addr: SocketAddr, flag: &'static str| async move {
+            http::bind(addr, flag).await.map_err(AppError::Bind)
+        };
+        let api_listener = bind(settings.http_addr, "--http-addr").await?;
+        let metrics_listener = bind(settings.metrics_addr, "--metrics-addr").await?;
+        let metrics = Arc::new(
+            Metrics::new(status.clone(), settings.app_check.is_some())
+                .map_err(AppError::Metrics)?,
         );
-        publisher_task = Some(tokio::spawn(publisher.instrument(span.clone())));
+        Ok(App {
+            settings,
+            elector,
+            client,
+            namespace,
+            status_tx,
+            status,
+            metrics,
+            api_listener,
+            metrics_listener,
+        })
     }
 
-    // --on-lost=exit: leadership lost without a release ends the process (after the claim has
-    // already ended), so that the kubelet restarts the container.
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if s.on_lost == OnLost::Exit {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        elector = elector.with_transitions(tx);
-        let (lost, token) = (lost.clone(), token.clone());
-        tokio::spawn(
-            async move {
-                while let Some(t) = rx.recv().await {
-                    if let Transition::Lost { reason, epoch } = t {
-                        if !reason.is_deliberate() {
-                            error!(reason = reason.as_str(), ?epoch, "leadership lost without a release and --on-lost=exit: exiting with code {EXIT_LOST}");
-                            lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                            token.cancel();
-                            return;
+    /// Campaign until `shutdown` (or, with `--on-lost=exit`, until leadership is lost without a
+    /// release), then shut down within [`DRAIN_BUDGET`]. The exit code: 0, or 75 for
+    /// `--on-lost=exit`.
+    pub async fn run(self, shutdown: CancellationToken) -> ExitCode {
+        let App {
+            settings: s,
+            elector: elector_cfg,
+            client,
+            namespace,
+            status_tx,
+            status,
+            metrics,
+            api_listener,
+            metrics_listener,
+        } = self;
+        info!(
+            lease = %s.lease_name, %namespace, identity = %s.params.identity,
+            lease_duration = %humantime::format_duration(s.params.lease_duration),
+            renew_deadline = %humantime::format_duration(s.params.renew_deadline),
+            retry_period = %humantime::format_duration(s.params.retry_period),
+            "leaderd starting"
+        );
+        let span = info_span!("election", lease = %s.lease_name, %namespace, identity = %s.params.identity);
+        let store = MeasuredStore::new(
+            KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name),
+            metrics.clone(),
+        );
+        let call_timeout = elector_cfg.call_timeout;
+        let mut elector = Elector::new(store, elector_cfg, status_tx);
+        let control = elector.control();
+        // An input of the election like the store: the app's health (rule 13).
+        let checks_stop = CancellationToken::new();
+        if let Some(check) = &s.app_check {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            info!(target = %check.target, "leadership follows the app's health");
+            tokio::spawn(
+                appcheck::run(
+                    check.clone(),
+                    tx,
+                    Some(metrics.clone()),
+                    checks_stop.clone(),
+                )
+                .instrument(span.clone()),
+            );
+            elector = elector.with_app_health(rx);
+        }
+
+        // Readers of the published state: the listeners.
+        let servers = CancellationToken::new();
+        let listeners = [
+            tokio::spawn(http::serve(
+                api_listener,
+                http::router(status.clone(), Some(control)),
+                "http api",
+                servers.clone(),
+                s.http_limits,
+                Some(metrics.listener("api")),
+            )),
+            tokio::spawn(http::serve(
+                metrics_listener,
+                crate::metrics::router(metrics.clone()),
+                "metrics",
+                servers.clone(),
+                s.http_limits,
+                Some(metrics.listener("metrics")),
+            )),
+        ];
+
+        // Followers of the transition stream, subscribed before the elector starts. Each ends
+        // when the stream ends (the elector is gone), after finishing what it was asked.
+        let cut_short = CancellationToken::new(); // the drain budget ran out
+        let mut followers: Vec<JoinHandle<()>> = Vec::new();
+        let mut follow = |task: JoinHandle<()>| followers.push(task);
+        follow(tokio::spawn(metrics.clone().follow(status.transitions())));
+        if s.emit_events {
+            follow(tokio::spawn(
+                events::publish(
+                    client.clone(),
+                    namespace.clone(),
+                    s.lease_name.clone(),
+                    s.params.identity.clone(),
+                    status.transitions(),
+                    call_timeout,
+                )
+                .instrument(span.clone()),
+            ));
+        }
+        if s.hooks.started_leading.is_some()
+            || s.hooks.stopped_leading.is_some()
+            || s.hooks.new_leader.is_some()
+        {
+            follow(tokio::spawn(
+                hooks::run(
+                    s.hooks.clone(),
+                    status.clone(),
+                    status.transitions(),
+                    Some(metrics.clone()),
+                )
+                .instrument(span.clone()),
+            ));
+        }
+        if let Some(pl) = &s.pod_label {
+            follow(tokio::spawn(
+                podlabel::run(
+                    client.clone(),
+                    pl.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                    pl.pod.clone(),
+                    pl.key.clone(),
+                    status.clone(),
+                    status.transitions(),
+                    Some(metrics.clone()),
+                )
+                .instrument(span.clone()),
+            ));
+        }
+        if let Some(url) = &s.notify_url {
+            follow(tokio::spawn(
+                notify::run(
+                    url.clone(),
+                    status.clone(),
+                    status.transitions(),
+                    Some(metrics.clone()),
+                    cut_short.clone(),
+                )
+                .instrument(span.clone()),
+            ));
+        }
+        // --on-lost=exit: leadership lost without a release ends the process (after the claim
+        // has already ended), so that the kubelet restarts the container.
+        let lost = Arc::new(AtomicBool::new(false));
+        if s.on_lost == OnLost::Exit {
+            let (lost, stop, mut transitions) =
+                (lost.clone(), shutdown.clone(), status.transitions());
+            follow(tokio::spawn(
+                async move {
+                    while let Some(t) = transitions.recv().await {
+                        if let Transition::Lost { reason, epoch } = t {
+                            if !reason.is_deliberate() && !lost.swap(true, Ordering::SeqCst) {
+                                error!(reason = reason.as_str(), ?epoch, "leadership lost without a release and --on-lost=exit: exiting with code {EXIT_LOST}");
+                                stop.cancel();
+                            }
                         }
                     }
                 }
-            }
-            .instrument(span.clone()),
-        );
-    }
-
-    // Side effects that follow the election and never feed back into it.
-    let side_stop = CancellationToken::new();
-    let mut side_tasks = Vec::new();
-    let hooks_task = if s.hooks.started_leading.is_some()
-        || s.hooks.stopped_leading.is_some()
-        || s.hooks.new_leader.is_some()
-    {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        elector = elector.with_transitions(tx);
-        let st = status_rx.clone();
-        Some(tokio::spawn(
-            hooks::run(
-                s.hooks.clone(),
-                status_rx.id.clone(),
-                rx,
-                move || st.state().leader,
-                Some(metrics.clone()),
-            )
-            .instrument(span.clone()),
-        ))
-    } else {
-        None
-    };
-    if let Some(pl) = &s.pod_label {
-        side_tasks.push(tokio::spawn(
-            podlabel::run(
-                client.clone(),
-                pl.namespace.clone().unwrap_or_else(|| namespace.clone()),
-                pl.pod.clone(),
-                pl.key.clone(),
-                status_rx.clone(),
-                Some(metrics.clone()),
-                side_stop.clone(),
-            )
-            .instrument(span.clone()),
-        ));
-    }
-    if let Some(url) = &s.notify_url {
-        side_tasks.push(tokio::spawn(
-            notify::run(
-                url.clone(),
-                status_rx.clone(),
-                Some(metrics.clone()),
-                side_stop.clone(),
-            )
-            .instrument(span.clone()),
-        ));
-    }
-
-    elector.run(token).instrument(span).await;
-    side_stop.cancel();
-    let finish_side = async {
-        for t in side_tasks {
-            let _ = t.await;
+                .instrument(span.clone()),
+            ));
         }
-    };
-    if tokio::time::timeout(Duration::from_secs(6), finish_side)
-        .await
-        .is_err()
-    {
-        info!("labeling the pod or notifying the app timed out at exit");
-    }
-    if let Some(task) = hooks_task {
-        let limit = s.hooks.timeout.min(Duration::from_secs(10));
-        if tokio::time::timeout(limit, task).await.is_err() {
-            info!("hooks still running at exit were killed");
+
+        // Campaign until shutdown; then one budget for everything that follows.
+        let mut campaign = tokio::spawn(elector.run(shutdown.clone()).instrument(span));
+        let finished_early = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = &mut campaign => true,
+        };
+        checks_stop.cancel();
+        let deadline = Instant::now() + DRAIN_BUDGET;
+        if !finished_early
+            && tokio::time::timeout_at(deadline, &mut campaign)
+                .await
+                .is_err()
+        {
+            info!("the release did not finish within the drain budget; followers will wait the lease out");
+            campaign.abort();
         }
-    }
-    // The elector is gone, so the event channel is closed: let the last Events (the
-    // StoppedLeading of this shutdown) be posted, within a bound.
-    if let Some(task) = publisher_task {
-        if tokio::time::timeout(Duration::from_secs(2), task)
+        let all_followed = futures::future::join_all(followers.iter_mut());
+        if tokio::time::timeout_at(deadline, all_followed)
             .await
             .is_err()
         {
-            info!("posting the last Kubernetes Events timed out");
+            info!("side effects (Events, hooks, pod label, notification) still running at the end of the drain budget were stopped");
+            cut_short.cancel();
+            for f in &followers {
+                f.abort();
+            }
         }
+        // The API keeps answering (not leader) until here; then in-flight requests finish.
+        servers.cancel();
+        let drained = futures::future::join_all(listeners);
+        let grace = deadline.max(Instant::now() + Duration::from_millis(500));
+        if tokio::time::timeout_at(grace, drained).await.is_err() {
+            info!("drain timed out; exiting");
+        }
+        if lost.load(Ordering::SeqCst) {
+            info!("leaderd stopped: leadership lost (--on-lost=exit)");
+            return ExitCode::from(EXIT_LOST);
+        }
+        info!("leaderd stopped");
+        ExitCode::SUCCESS
     }
-
-    // Bounded drain: the API keeps answering (not leader) while in-flight requests finish.
-    servers.cancel();
-    let drain = async {
-        let _ = api.await;
-        let _ = prom.await;
-    };
-    if tokio::time::timeout(Duration::from_secs(2), drain)
-        .await
-        .is_err()
-    {
-        info!("drain timed out; exiting");
-    }
-    if lost.load(std::sync::atomic::Ordering::SeqCst) {
-        info!("leaderd stopped: leadership lost (--on-lost=exit)");
-        return Ok(ExitCode::from(EXIT_LOST));
-    }
-    info!("leaderd stopped");
-    Ok(ExitCode::SUCCESS)
 }

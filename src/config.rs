@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
 
+use crate::appcheck::{AppCheck, Target};
 use crate::election::Params;
 
 /// Exit code for bad flags or environment (`EX_USAGE` from sysexits.h).
@@ -131,6 +132,23 @@ pub struct RunArgs {
     /// What to do when leadership is lost without a release: none, or exit (code 75).
     #[arg(long, env = "LEADERD_ON_LOST", value_enum, default_value_t = OnLost::None)]
     pub on_lost: OnLost,
+    /// Check the app: http://HOST:PORT/PATH (healthy on a 2xx answer) or tcp://HOST:PORT
+    /// (healthy when the connection opens). While the app is unhealthy this candidate never
+    /// takes the lease, and a leader steps down and releases it.
+    #[arg(long, env = "LEADERD_APP_CHECK")]
+    pub app_check: Option<String>,
+    /// Time between two app checks.
+    #[arg(long, env = "LEADERD_APP_CHECK_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub app_check_interval: Duration,
+    /// Time limit of one app check.
+    #[arg(long, env = "LEADERD_APP_CHECK_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub app_check_timeout: Duration,
+    /// Consecutive failed app checks that make the app unhealthy.
+    #[arg(long, env = "LEADERD_APP_CHECK_FAILURES", default_value_t = 3)]
+    pub app_check_failures: u32,
+    /// Consecutive passed app checks that make the app healthy again.
+    #[arg(long, env = "LEADERD_APP_CHECK_SUCCESSES", default_value_t = 1)]
+    pub app_check_successes: u32,
 }
 
 /// `--label-pod`: which pod, and the label key.
@@ -188,6 +206,8 @@ pub struct Settings {
     pub notify_url: Option<http::Uri>,
     /// `--on-lost`.
     pub on_lost: OnLost,
+    /// `--app-check`, when given.
+    pub app_check: Option<AppCheck>,
 }
 
 /// A configuration error: the message names the flag and the fix.
@@ -397,6 +417,43 @@ impl RunArgs {
                 Some(uri)
             }
         };
+        let app_check = match self.app_check {
+            None => None,
+            Some(target) => {
+                let target = Target::parse(&target).map_err(ConfigError::Bad)?;
+                if self.app_check_interval.is_zero() {
+                    return Err(ConfigError::Bad(
+                        "--app-check-interval must be greater than 0: use e.g. 2s".to_owned(),
+                    ));
+                }
+                if self.app_check_timeout.is_zero()
+                    || self.app_check_timeout > self.app_check_interval
+                {
+                    return Err(ConfigError::Bad(format!(
+                        "--app-check-timeout {} must be greater than 0 and at most --app-check-interval ({}): use e.g. --app-check-timeout 1s",
+                        human(self.app_check_timeout),
+                        human(self.app_check_interval)
+                    )));
+                }
+                for (flag, n) in [
+                    ("app-check-failures", self.app_check_failures),
+                    ("app-check-successes", self.app_check_successes),
+                ] {
+                    if n == 0 {
+                        return Err(ConfigError::Bad(format!(
+                            "--{flag} must be at least 1: use e.g. --{flag} 3"
+                        )));
+                    }
+                }
+                Some(AppCheck {
+                    target,
+                    interval: self.app_check_interval,
+                    timeout: self.app_check_timeout,
+                    failures: self.app_check_failures,
+                    successes: self.app_check_successes,
+                })
+            }
+        };
         Ok(Settings {
             lease_name,
             namespace,
@@ -421,6 +478,7 @@ impl RunArgs {
             hooks,
             notify_url,
             on_lost: self.on_lost,
+            app_check,
         })
     }
 }

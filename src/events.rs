@@ -4,18 +4,20 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::election::Transition;
+use crate::status::Transitions;
 
-/// Post an Event for each transition received on `rx`, until the channel closes.
+/// Post an Event for each transition received on `rx`, until the stream ends; each post is
+/// bounded by `call_timeout` (a cut-off apiserver must not hold up the shutdown).
 pub async fn publish(
     client: kube::Client,
     namespace: String,
     lease: String,
     identity: String,
-    mut rx: mpsc::UnboundedReceiver<Transition>,
+    mut rx: Transitions,
+    call_timeout: std::time::Duration,
 ) {
     let recorder = Recorder::new(
         client,
@@ -36,7 +38,18 @@ pub async fn publish(
         let Some(event) = event_for(&identity, &t) else {
             continue;
         };
-        match recorder.publish(&event, &reference).await {
+        let posted = tokio::time::timeout(call_timeout, recorder.publish(&event, &reference))
+            .await
+            .unwrap_or_else(|_| {
+                Err(kube::Error::Service(
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(call_timeout)
+                    )
+                    .into(),
+                ))
+            });
+        match posted {
             Ok(()) => debug!(reason = %event.reason, "posted event"),
             Err(e) => {
                 failures += 1;
@@ -72,6 +85,6 @@ pub fn event_for(identity: &str, t: &Transition) -> Option<Event> {
             action: "StepDown".into(),
             secondary: None,
         },
-        Transition::NewLeader { .. } => return None,
+        Transition::NewLeader { .. } | Transition::ReleaseFinished(_) => return None,
     })
 }

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::Hooks;
 use crate::election::Transition;
 use crate::metrics::Metrics;
-use crate::status::Identity;
+use crate::status::{Identity, StatusRx, Transitions};
 
 /// One run of a hook: the event and its environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +31,9 @@ pub struct HookRun {
     pub env: Vec<(&'static str, String)>,
 }
 
-/// The runs `t` calls for (before knowing which hooks are configured). `leader` is the holder
-/// as this candidate knows it after the transition.
-pub fn runs_for(id: &Identity, t: &Transition, leader: Option<&str>) -> HookRun {
+/// The run `t` calls for, if any (before knowing which hooks are configured). `leader` is the
+/// holder as this candidate knows it after the transition.
+pub fn runs_for(id: &Identity, t: &Transition, leader: Option<&str>) -> Option<HookRun> {
     let base = |event: &'static str, leader: Option<&str>, epoch: Option<i64>| {
         let env = vec![
             ("LEADERD_EVENT", event.to_owned()),
@@ -48,7 +48,7 @@ pub fn runs_for(id: &Identity, t: &Transition, leader: Option<&str>) -> HookRun 
         ];
         HookRun { event, env }
     };
-    match t {
+    Some(match t {
         Transition::Acquired { epoch } => base("started_leading", Some(&id.identity), Some(*epoch)),
         Transition::Lost { reason, epoch } => {
             let mut run = base("stopped_leading", leader, *epoch);
@@ -56,16 +56,17 @@ pub fn runs_for(id: &Identity, t: &Transition, leader: Option<&str>) -> HookRun 
             run
         }
         Transition::NewLeader { leader, epoch } => base("new_leader", leader.as_deref(), *epoch),
-    }
+        Transition::ReleaseFinished(_) => return None,
+    })
 }
 
-/// Run hooks for the transitions received on `rx` until it closes; then finish the queued runs.
-/// `leader` tells the holder as currently known (for `LEADERD_LEADER` of stopped-leading).
+/// Run hooks for the transitions received on `rx` (subscribed from `status`) until it closes;
+/// then finish the queued runs. `status` tells the holder as currently known (for
+/// `LEADERD_LEADER` of stopped-leading).
 pub async fn run(
     hooks: Hooks,
-    id: Arc<Identity>,
-    mut rx: mpsc::UnboundedReceiver<Transition>,
-    leader: impl Fn() -> Option<String>,
+    status: StatusRx,
+    mut rx: Transitions,
     metrics: Option<Arc<Metrics>>,
 ) {
     let mut queues: Vec<(&'static str, mpsc::UnboundedSender<HookRun>)> = Vec::new();
@@ -89,7 +90,9 @@ pub async fn run(
         });
     }
     while let Some(t) = rx.recv().await {
-        let run = runs_for(&id, &t, leader().as_deref());
+        let Some(run) = runs_for(&status.id, &t, status.state().view.holder.as_deref()) else {
+            continue;
+        };
         if let Some((_, q)) = queues.iter().find(|(e, _)| *e == run.event) {
             let _ = q.send(run);
         }
@@ -180,7 +183,7 @@ mod tests {
 
     #[test]
     fn each_transition_gets_its_event_and_environment() {
-        let r = runs_for(&id(), &Transition::Acquired { epoch: 7 }, None);
+        let r = runs_for(&id(), &Transition::Acquired { epoch: 7 }, None).unwrap();
         assert_eq!(r.event, "started_leading");
         assert_eq!(env(&r, "LEADERD_LEADER"), "pod-a");
         assert_eq!(env(&r, "LEADERD_EPOCH"), "7");
@@ -192,7 +195,8 @@ mod tests {
                 epoch: Some(7),
             },
             Some("pod-b"),
-        );
+        )
+        .unwrap();
         assert_eq!(r.event, "stopped_leading");
         assert_eq!(env(&r, "LEADERD_LEADER"), "pod-b");
         assert_eq!(env(&r, "LEADERD_REASON"), "taken");
@@ -203,10 +207,13 @@ mod tests {
                 epoch: Some(8),
             },
             Some("ignored"),
-        );
+        )
+        .unwrap();
         assert_eq!(r.event, "new_leader");
         assert_eq!(env(&r, "LEADERD_LEADER"), "");
         assert_eq!(env(&r, "LEADERD_IDENTITY"), "pod-a");
+        let released = Transition::ReleaseFinished(crate::election::ReleaseOutcome::NotLeader);
+        assert!(runs_for(&id(), &released, None).is_none());
     }
 
     #[tokio::test]
@@ -218,7 +225,7 @@ mod tests {
             "-c".into(),
             format!("echo \"$LEADERD_EVENT $LEADERD_EPOCH\" > {}", out.display()),
         ];
-        let run = runs_for(&id(), &Transition::Acquired { epoch: 3 }, None);
+        let run = runs_for(&id(), &Transition::Acquired { epoch: 3 }, None).unwrap();
         assert_eq!(run_once(&argv, &run, Duration::from_secs(10)).await, "ok");
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),

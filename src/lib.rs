@@ -1,22 +1,29 @@
 //! leaderd: a leader-election sidecar for Kubernetes.
 //!
-//! The map of the crate, from the inside out:
+//! The map of the crate, in the direction data flows (store → state machine → published state →
+//! readers and side effects):
 //!
-//! - [`election`]: the algorithm. [`election::record`] decodes the Lease leniently,
-//!   [`election::store`] is the get/create/replace/watch lock interface,
-//!   [`election::state`] the pure step function ([`election::decide`]), and
-//!   [`election::elector`] the campaign loop that carries it out.
+//! - [`election`]: the algorithm, importing nothing else of leaderd. [`election::record`]
+//!   decodes the Lease leniently, [`election::store`] is the get/create/replace/watch lock
+//!   interface, [`election::state`] the closed state machine ([`election::Machine`]: `decide`
+//!   what to do, `apply` what came back, every rule of `docs/design.md`), and
+//!   [`election::elector`] the executor that runs it and hands its view and transitions to a
+//!   [`election::Publisher`].
 //! - [`kube_store`]: the lock interface over the Kubernetes API, with kube-rs.
-//! - [`status`]: the published leader state (a `tokio::sync::watch`), read by HTTP and metrics.
+//! - [`status`]: the published state: the leader state (a `tokio::sync::watch`) and the
+//!   transition stream that every side effect follows.
 //! - [`http`]: the app-facing API (`/leader`, its long poll, stream and readiness, `POST
-//!   /leader/release`, `/healthz`, `/readyz`).
-//! - [`metrics`]: the Prometheus `/metrics` listener and the collectors the elector feeds.
-//! - [`events`]: Kubernetes Events on leadership transitions.
-//! - [`hooks`], [`podlabel`], [`notify`]: side effects that follow the published state or the
-//!   transitions (commands, the leader pod label, a POST to the app) and never feed back.
+//!   /leader/release`, `/healthz`, `/readyz`) and [`http::server`], the listeners.
+//! - [`metrics`]: the Prometheus `/metrics` listener, fed by the state, the transitions and
+//!   [`metrics::MeasuredStore`].
+//! - [`events`], [`hooks`], [`podlabel`], [`notify`]: side effects that follow the transitions
+//!   (Kubernetes Events, commands, the leader pod label, a POST to the app) and never feed back.
+//! - [`appcheck`]: `--app-check`, leaderd's own check of the app, an input to the election
+//!   like the store (leadership follows the app's health).
 //! - [`config`]: flags and environment, validated before anything starts.
 //! - [`shutdown`]: SIGTERM/SIGINT as one cancellation token.
-//! - [`app`]: the whole program (flags to exit code); `main.rs` only calls it.
+//! - [`app`]: the whole program (flags to exit code) and its one shutdown plan; `main.rs` only
+//!   calls it.
 //!
 //! The Lease API test server, the process harness, the in-memory store and the demo live in
 //! the `leaderd-testkit` crate (`testkit/`), outside the product.
@@ -24,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod appcheck;
 pub mod config;
 pub mod election;
 pub mod events;

@@ -1,10 +1,14 @@
 //! The Prometheus `/metrics` endpoint on `--metrics-addr` (which also answers the kubelet
-//! probes `/healthz` and `/readyz`), and the collectors the elector
-//! feeds. Leadership gauges are computed from the published leader state at scrape time, so
-//! they can never claim a lapsed leadership.
+//! probes `/healthz` and `/readyz`) and what feeds it, all from outside the election: the
+//! leadership gauges are computed from the published state at scrape time (so they can never
+//! claim a lapsed leadership), the transition counters follow the transition stream
+//! ([`Metrics::follow`]), and the request counters come from [`MeasuredStore`], a
+//! [`LeaseStore`] that measures the one it wraps.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -16,8 +20,13 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::election::LossReason;
-use crate::status::StatusRx;
+use futures::stream::BoxStream;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::election::{LeaseStore, LossReason, StoreError, StoredLease, Transition, WatchEvent};
+use crate::http::ListenerStats;
+use crate::status::{StatusRx, Transitions};
 
 /// The metrics of one leaderd.
 pub struct Metrics {
@@ -37,44 +46,17 @@ pub struct Metrics {
     side_effects: IntCounterVec,
     http_open: IntGaugeVec,
     http_refused: IntCounterVec,
+    app_healthy: IntGauge,
+    app_checks: IntCounterVec,
 }
 
 /// The HTTP listeners whose connections are counted.
 pub const LISTENERS: [&str; 2] = ["api", "metrics"];
 
-/// The connection metrics of one HTTP listener, for [`crate::http::serve`].
-#[derive(Clone, Debug)]
-pub struct ListenerMetrics {
-    open: IntGauge,
-    refused: IntCounter,
-}
-
-impl ListenerMetrics {
-    /// A connection was accepted; it counts as open until the returned guard is dropped.
-    pub fn opened(&self) -> OpenConnection {
-        self.open.inc();
-        OpenConnection(self.open.clone())
-    }
-
-    /// A connection beyond `--http-max-connections` was refused.
-    pub fn refused(&self) {
-        self.refused.inc();
-    }
-}
-
-/// An open connection, counted in `leaderd_http_connections` until dropped.
-#[derive(Debug)]
-pub struct OpenConnection(IntGauge);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 impl Metrics {
     /// Register the metrics for the lease in `status`.
-    pub fn new(status: StatusRx) -> prometheus::Result<Self> {
+    /// `app_check`: whether `--app-check` is configured (only then are its series exported).
+    pub fn new(status: StatusRx, app_check: bool) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let id = status.id.clone();
         let opts = |name: &str, help: &str| {
@@ -169,6 +151,24 @@ impl Metrics {
             ),
             &["listener"]
         )?);
+        let app_healthy = IntGauge::with_opts(opts(
+            "leaderd_app_healthy",
+            "1 while the app passes --app-check (as leaderd counts it), else 0; only with --app-check.",
+        ))?;
+        let app_checks = IntCounterVec::new(
+            opts(
+                "leaderd_app_checks_total",
+                "App checks (--app-check) by result (ok, failed, timeout).",
+            ),
+            &["result"],
+        )?;
+        if app_check {
+            registry.register(Box::new(app_healthy.clone()))?;
+            registry.register(Box::new(app_checks.clone()))?;
+            for result in ["ok", "failed", "timeout"] {
+                app_checks.with_label_values(&[result]);
+            }
+        }
         for listener in LISTENERS {
             http_open.with_label_values(&[listener]);
             http_refused.with_label_values(&[listener]);
@@ -202,12 +202,14 @@ impl Metrics {
             side_effects,
             http_open,
             http_refused,
+            app_healthy,
+            app_checks,
         })
     }
 
     /// The connection metrics of the listener `name` (one of [`LISTENERS`]).
-    pub fn listener(&self, name: &str) -> ListenerMetrics {
-        ListenerMetrics {
+    pub fn listener(&self, name: &str) -> ListenerStats {
+        ListenerStats {
             open: self.http_open.with_label_values(&[name]),
             refused: self.http_refused.with_label_values(&[name]),
         }
@@ -222,28 +224,23 @@ impl Metrics {
     }
 
     /// A tenure started.
-    pub fn acquired(&self) {
+    fn acquired(&self) {
         self.acquisitions.inc();
     }
 
     /// A tenure ended.
-    pub fn lost(&self, reason: LossReason) {
+    fn lost(&self, reason: LossReason) {
         self.losses.with_label_values(&[reason.as_str()]).inc();
     }
 
     /// The holder changed.
-    pub fn leader_changed(&self) {
+    fn leader_changed(&self) {
         self.leader_changes.inc();
     }
 
     /// The lease changed (a new resourceVersion, or it disappeared) at `at`.
-    pub fn observed_change(&self, at: SystemTime) {
-        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        self.last_change.set(secs.as_secs_f64());
-    }
-
     /// The watch was re-established.
-    pub fn watch_restarted(&self) {
+    fn watch_restarted(&self) {
         self.watch_restarts.inc();
     }
 
@@ -253,8 +250,34 @@ impl Metrics {
         self.side_effects.with_label_values(&[kind, result]).inc();
     }
 
+    /// One app check ended with `result` (`ok`, `failed`, `timeout`).
+    pub fn app_check(&self, result: &str) {
+        self.app_checks.with_label_values(&[result]).inc();
+    }
+
+    /// Count the transitions (tenures started and ended, holder changes) until the stream
+    /// ends (the elector is gone).
+    pub async fn follow(self: Arc<Self>, mut transitions: Transitions) {
+        while let Some(t) = transitions.recv().await {
+            match t {
+                Transition::Acquired { .. } => self.acquired(),
+                Transition::Lost { reason, .. } => self.lost(reason),
+                Transition::NewLeader { .. } => self.leader_changed(),
+                Transition::ReleaseFinished(_) => {}
+            }
+        }
+    }
+
     /// The text exposition of all metrics now.
     pub fn render(&self) -> String {
+        let state = self.status.state();
+        let changed = state
+            .changed_at
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        self.last_change
+            .set(changed.unwrap_or_default().as_secs_f64());
+        self.app_healthy
+            .set(i64::from(state.view.app_healthy == Some(true)));
         let view = self.status.view();
         let leading = i64::from(view.is_leader);
         self.is_leader.set(leading);
@@ -289,4 +312,102 @@ async fn scrape(State(m): State<Arc<Metrics>>) -> Response {
         m.render(),
     )
         .into_response()
+}
+
+/// A [`LeaseStore`] that counts every request of the one it wraps, by verb and HTTP status,
+/// with its latency. A request dropped before its answer (the elector's call timeout, or
+/// shutdown) is counted as `timeout`; a watch opened again counts as a watch restart.
+#[derive(Clone)]
+pub struct MeasuredStore<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    watches_opened: Arc<AtomicU64>,
+}
+
+impl<S> MeasuredStore<S> {
+    /// Measure `inner` into `metrics`.
+    pub fn new(inner: S, metrics: Arc<Metrics>) -> Self {
+        MeasuredStore {
+            inner,
+            metrics,
+            watches_opened: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Counts a request as `timeout` unless it was answered.
+struct Unanswered {
+    metrics: Arc<Metrics>,
+    verb: &'static str,
+    started: Instant,
+    answered: bool,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.metrics
+                .request(self.verb, "timeout", self.started.elapsed());
+        }
+    }
+}
+
+async fn measure<T>(
+    metrics: Arc<Metrics>,
+    verb: &'static str,
+    fut: impl Future<Output = Result<T, StoreError>> + Send,
+) -> Result<T, StoreError> {
+    let mut pending = Unanswered {
+        metrics,
+        verb,
+        started: Instant::now(),
+        answered: false,
+    };
+    let r = fut.await;
+    pending.answered = true;
+    let code = match &r {
+        Ok(_) if verb == "create" => "201".to_owned(),
+        Ok(_) => "200".to_owned(),
+        Err(e) => e.code_label(),
+    };
+    pending
+        .metrics
+        .request(verb, &code, pending.started.elapsed());
+    r
+}
+
+impl<S: LeaseStore> LeaseStore for MeasuredStore<S> {
+    fn get(&self) -> impl Future<Output = Result<StoredLease, StoreError>> + Send {
+        measure(self.metrics.clone(), "get", self.inner.get())
+    }
+
+    fn create(
+        &self,
+        object: Value,
+    ) -> impl Future<Output = Result<StoredLease, StoreError>> + Send {
+        measure(self.metrics.clone(), "create", self.inner.create(object))
+    }
+
+    fn replace(
+        &self,
+        object: Value,
+    ) -> impl Future<Output = Result<(StoredLease, bool), StoreError>> + Send {
+        measure(self.metrics.clone(), "update", self.inner.replace(object))
+    }
+
+    fn watch(
+        &self,
+        resource_version: Option<String>,
+    ) -> impl Future<Output = Result<BoxStream<'static, Result<WatchEvent, StoreError>>, StoreError>>
+           + Send {
+        let (metrics, opened) = (self.metrics.clone(), self.watches_opened.clone());
+        let fut = measure(metrics.clone(), "watch", self.inner.watch(resource_version));
+        async move {
+            let r = fut.await;
+            if r.is_ok() && opened.fetch_add(1, Ordering::Relaxed) > 0 {
+                metrics.watch_restarted();
+            }
+            r
+        }
+    }
 }

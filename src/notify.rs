@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
-use crate::status::{LeaderView, StatusRx};
+use crate::status::{LeaderView, StatusRx, Transitions};
 
 /// Time limit of one POST.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,13 +44,18 @@ async fn post(
     }
 }
 
-/// Notify `url` of every change in `status` until `stop`.
+/// Notify `url` of the state once the Lease was first observed and after every transition,
+/// until the stream ends (the elector is gone) or `stop` (which also cuts a POST short).
 pub async fn run(
     url: http::Uri,
     mut status: StatusRx,
+    mut transitions: Transitions,
     metrics: Option<Arc<Metrics>>,
     stop: CancellationToken,
 ) {
+    if !status.wait_ready(&stop).await {
+        return;
+    }
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let mut delivered = None;
@@ -89,7 +94,7 @@ pub async fn run(
             }
             continue;
         }
-        if !status.wait_for_change(retry_at, &stop).await {
+        if !transitions.wait(retry_at).await {
             break;
         }
     }

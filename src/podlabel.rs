@@ -17,11 +17,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tokio::time::{timeout, Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::status::StatusRx;
+use crate::status::{StatusRx, Transitions};
 
 /// Time limit of one patch.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,15 +36,16 @@ fn role(status: &StatusRx) -> &'static str {
     }
 }
 
-/// Label `pod` in `namespace` until `stop`, then set `follower` once more (within 5 s).
+/// Label `pod` in `namespace` after every transition until the stream ends (the elector is
+/// gone), then set `follower` once more (within 5 s).
 pub async fn run(
     client: kube::Client,
     namespace: String,
     pod: String,
     key: String,
-    mut status: StatusRx,
+    status: StatusRx,
+    mut transitions: Transitions,
     metrics: Option<Arc<Metrics>>,
-    stop: CancellationToken,
 ) {
     let api: Api<Pod> = Api::namespaced(client, &namespace);
     let patch = |value: &'static str| {
@@ -95,7 +95,7 @@ pub async fn run(
             }
             continue;
         }
-        if !status.wait_for_change(retry_at, &stop).await {
+        if !transitions.wait(retry_at).await {
             break;
         }
     }

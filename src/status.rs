@@ -1,16 +1,20 @@
-//! The leader state that the elector publishes and everyone else only reads.
+//! The published state: what the election tells everyone else, who only read it.
 //!
-//! A `tokio::sync::watch` channel carries [`LeaderState`]; the HTTP API and the metrics read
-//! it and never call the apiserver. Leadership is stored as a deadline, not a flag: readers
-//! compute `is_leader` from the monotonic clock at the moment they answer, so a stuck elector
-//! can never make a reader claim leadership past the renew deadline.
+//! Two things flow out of the elector, one way: the [`LeaderState`] on a `tokio::sync::watch`
+//! (read by the HTTP API and the metrics, never an apiserver call), and every [`Transition`],
+//! fanned out to each subscriber (metrics, Events, hooks, `--on-lost`, the pod label, the
+//! notifier). Leadership is stored as a deadline, not a flag: readers compute `is_leader` from
+//! the monotonic clock at the moment they answer, so a stuck elector can never make a reader
+//! claim leadership past the renew deadline.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use crate::election::{Publisher, Tenure, Transition, View};
 
 /// Which lease and candidate this is; fixed for the process's life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,36 +27,22 @@ pub struct Identity {
     pub identity: String,
 }
 
-/// This candidate's tenure as published: its epoch and the end of its claim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lead {
-    /// Fencing epoch of the tenure.
-    pub epoch: i64,
-    /// Leadership may be claimed strictly before this instant.
-    pub valid_until: Instant,
-}
-
 /// What the elector knows, as published.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaderState {
-    /// At least one observation of the Lease (present or absent) was made.
-    pub ready: bool,
-    /// The holder named by the Lease, if any.
-    pub leader: Option<String>,
-    /// The epoch (leaseTransitions) of the holder's tenure, if there is a holder.
-    pub epoch: Option<i64>,
-    /// The Lease's `metadata.uid`.
-    pub lease_uid: Option<String>,
-    /// This candidate's tenure, if it leads.
-    pub lead: Option<Lead>,
+    /// What the election state machine tells the world.
+    pub view: View,
     /// Wall-clock time of the last observation of the Lease.
     pub observed_at: Option<SystemTime>,
+    /// Wall-clock time at which this candidate last saw the Lease change (a new
+    /// resourceVersion after the first observation).
+    pub changed_at: Option<SystemTime>,
 }
 
 impl LeaderState {
     /// This candidate's tenure if its claim has not run out at `now`.
-    pub fn active_lead(&self, now: Instant) -> Option<Lead> {
-        self.lead.filter(|l| now < l.valid_until)
+    pub fn valid_tenure(&self, now: Instant) -> Option<Tenure> {
+        self.view.tenure.filter(|t| t.is_valid_at(now))
     }
 }
 
@@ -77,55 +67,107 @@ pub struct LeaderView {
     pub valid_for_ms: Option<u64>,
     /// When this candidate last observed the Lease (RFC 3339).
     pub observed_at: Option<String>,
+    /// Whether the app passes `--app-check`; null when no check is configured.
+    #[serde(default)]
+    pub app_healthy: Option<bool>,
 }
 
 impl LeaderView {
     /// Render `state` as seen at `now`.
     pub fn new(id: &Identity, state: &LeaderState, now: Instant) -> Self {
-        let lead = state.active_lead(now);
+        let tenure = state.valid_tenure(now);
         LeaderView {
             lease: id.lease.clone(),
             namespace: id.namespace.clone(),
             identity: id.identity.clone(),
-            leader: state.leader.clone(),
-            is_leader: lead.is_some(),
-            epoch: lead.map(|l| l.epoch).or(state.epoch),
-            lease_uid: state.lease_uid.clone(),
-            valid_for_ms: lead.map(|l| (l.valid_until - now).as_millis() as u64),
+            leader: state.view.holder.clone(),
+            is_leader: tenure.is_some(),
+            epoch: tenure.map(|t| t.epoch).or(state.view.epoch),
+            lease_uid: state.view.lease_uid.clone(),
+            valid_for_ms: tenure.map(|t| (t.valid_until - now).as_millis() as u64),
             observed_at: state
                 .observed_at
                 .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+            app_healthy: state.view.app_healthy,
         }
     }
+}
+
+/// The subscribers of the transition stream; closed once the elector is gone.
+#[derive(Debug, Default)]
+struct Subscribers {
+    senders: Vec<mpsc::UnboundedSender<Transition>>,
+    closed: bool,
 }
 
 /// The publishing side, owned by the elector.
 #[derive(Debug)]
 pub struct StatusTx {
     tx: watch::Sender<LeaderState>,
+    subscribers: Arc<Mutex<Subscribers>>,
 }
 
-/// The reading side, cloned by the HTTP API and the metrics.
+/// The reading side, cloned by everyone who follows the election.
 #[derive(Clone, Debug)]
 pub struct StatusRx {
     /// Which lease and candidate.
     pub id: Arc<Identity>,
     rx: watch::Receiver<LeaderState>,
-    /// The elector is gone: `changed` would return at once forever.
-    gone: bool,
+    subscribers: Arc<Mutex<Subscribers>>,
+}
+
+/// One subscription to the transition stream.
+#[derive(Debug)]
+pub struct Transitions {
+    rx: mpsc::UnboundedReceiver<Transition>,
+    ended: bool,
+}
+
+impl Transitions {
+    /// The next transition; `None` once the elector is gone.
+    pub async fn recv(&mut self) -> Option<Transition> {
+        let t = self.rx.recv().await;
+        self.ended |= t.is_none();
+        t
+    }
+
+    /// For followers that act on the state after each transition (pod label, notifications):
+    /// wait until the next transition, `also_at` (a retry), or the end of the stream.
+    /// `false` once the stream has ended (the elector is gone).
+    pub async fn wait(&mut self, also_at: Option<Instant>) -> bool {
+        if self.ended {
+            return false;
+        }
+        tokio::select! {
+            t = self.rx.recv() => {
+                self.ended |= t.is_none();
+                !self.ended
+            }
+            // One millisecond late, as tokio's timer may wake a hair early.
+            _ = tokio::time::sleep_until(also_at.unwrap_or_else(Instant::now) + std::time::Duration::from_millis(1)), if also_at.is_some() => true,
+        }
+    }
 }
 
 /// A new channel, in the not-ready state.
 pub fn channel(id: Identity) -> (StatusTx, StatusRx) {
     let (tx, rx) = watch::channel(LeaderState::default());
+    let subscribers = Arc::new(Mutex::new(Subscribers::default()));
     (
-        StatusTx { tx },
+        StatusTx {
+            tx,
+            subscribers: subscribers.clone(),
+        },
         StatusRx {
             id: Arc::new(id),
             rx,
-            gone: false,
+            subscribers,
         },
     )
+}
+
+fn lock(m: &Mutex<Subscribers>) -> std::sync::MutexGuard<'_, Subscribers> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StatusTx {
@@ -142,6 +184,39 @@ impl StatusTx {
     }
 }
 
+impl Publisher for StatusTx {
+    fn publish(&mut self, view: View, observed_at: Option<SystemTime>) {
+        let cur = self.tx.borrow().clone();
+        let changed_at = if cur.view.ready && cur.view.version != view.version {
+            observed_at
+        } else {
+            cur.changed_at
+        };
+        StatusTx::publish(
+            self,
+            LeaderState {
+                view,
+                observed_at,
+                changed_at,
+            },
+        );
+    }
+
+    fn transition(&mut self, transition: Transition) {
+        lock(&self.subscribers)
+            .senders
+            .retain(|tx| tx.send(transition.clone()).is_ok());
+    }
+}
+
+impl Drop for StatusTx {
+    fn drop(&mut self) {
+        let mut s = lock(&self.subscribers);
+        s.closed = true;
+        s.senders.clear();
+    }
+}
+
 impl StatusRx {
     /// The state now.
     pub fn state(&self) -> LeaderState {
@@ -153,32 +228,33 @@ impl StatusRx {
         LeaderView::new(&self.id, &self.rx.borrow(), Instant::now())
     }
 
+    /// Every transition from now on, in order, none lost; the stream ends when the elector is
+    /// gone. Subscribe before the elector starts to see them all.
+    pub fn transitions(&self) -> Transitions {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut s = lock(&self.subscribers);
+        if !s.closed {
+            s.senders.push(tx);
+        }
+        Transitions { rx, ended: false }
+    }
+
+    /// Wait until the Lease was observed once (present or absent); `false` if `stop` came first
+    /// or the elector is gone before.
+    pub async fn wait_ready(&mut self, stop: &tokio_util::sync::CancellationToken) -> bool {
+        loop {
+            if self.state().view.ready {
+                return true;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                r = self.rx.changed() => if r.is_err() { return false },
+            }
+        }
+    }
+
     /// Wait for the next change; `Err` when the elector is gone.
     pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
         self.rx.changed().await
-    }
-
-    /// For followers of the state (pod label, notifications): wait until it changes, this
-    /// candidate's claim runs out, `also_at` passes (a retry), or `stop`. `false` on stop. Once
-    /// the elector is gone, only the time and `stop` wake it.
-    pub async fn wait_for_change(
-        &mut self,
-        also_at: Option<Instant>,
-        stop: &tokio_util::sync::CancellationToken,
-    ) -> bool {
-        let lead_end = self.state().lead.map(|l| l.valid_until);
-        let wake = [lead_end, also_at].into_iter().flatten().min();
-        let gone = self.gone;
-        tokio::select! {
-            _ = stop.cancelled() => return false,
-            r = self.rx.changed(), if !gone => {
-                if r.is_err() {
-                    self.gone = true;
-                }
-            }
-            // One millisecond late, as tokio's timer may wake a hair early.
-            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now) + std::time::Duration::from_millis(1)), if wake.is_some() => {}
-        }
-        true
     }
 }

@@ -131,6 +131,53 @@ fn each_invalid_flag_or_env_gets_exit_64_and_names_the_flag() {
             &[("LEADERD_LEASE_NAME", "no_underscores")],
             "--lease-name",
         ),
+        (
+            &["--lease-name", "x", "--app-check", "ftp://x"],
+            &[],
+            "--app-check",
+        ),
+        (
+            &["--lease-name", "x", "--app-check", "tcp://127.0.0.1"],
+            &[],
+            "--app-check",
+        ),
+        (
+            &[],
+            &[
+                ("LEADERD_LEASE_NAME", "x"),
+                ("LEADERD_APP_CHECK", "https://127.0.0.1/healthz"),
+            ],
+            "--app-check",
+        ),
+        (
+            &[
+                "--lease-name",
+                "x",
+                "--app-check",
+                "http://127.0.0.1:8080/healthz",
+                "--app-check-timeout",
+                "5s",
+            ],
+            &[],
+            "--app-check-timeout",
+        ),
+        (
+            &[
+                "--lease-name",
+                "x",
+                "--app-check",
+                "tcp://127.0.0.1:5432",
+                "--app-check-failures",
+                "0",
+            ],
+            &[],
+            "--app-check-failures",
+        ),
+        (
+            &["--lease-name", "x", "--app-check-interval", "often"],
+            &[],
+            "--app-check-interval",
+        ),
     ];
     for (args, env, flag) in cases {
         assert_usage_error(&leaderd(args, env), flag);

@@ -1,16 +1,15 @@
-//! Unit tests of the election (state machine + campaign loop) on tokio's paused clock, with
-//! candidates sharing an in-memory store.
+//! Tests of the elector (the state machine as executed: requests under their timeout, the watch,
+//! publication, release requests) on tokio's paused clock, with candidates sharing the
+//! testkit's in-memory store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use leaderd::election::*;
-use leaderd::status::{channel, Identity, LeaderView, StatusRx};
+use leaderd::status::{channel, Identity, LeaderView, StatusRx, Transitions};
 use leaderd_testkit::memory::{Fault, MemoryStore};
 
 const D: Duration = Duration::from_secs(15);
@@ -31,7 +30,7 @@ struct Candidate {
     status: StatusRx,
     stop: CancellationToken,
     done: tokio::task::JoinHandle<()>,
-    transitions: mpsc::UnboundedReceiver<Transition>,
+    transitions: Transitions,
     control: Control,
 }
 
@@ -49,14 +48,13 @@ fn spawn_with(store: &MemoryStore, id: &str, priority: i64) -> Candidate {
         namespace: "ns".into(),
         identity: id.into(),
     });
-    let (ttx, trx) = mpsc::unbounded_channel();
+    let trx = rx.transitions();
     let stop = CancellationToken::new();
     let p = Params {
         priority,
         ..params(id)
     };
-    let mut elector =
-        Elector::new(store.client(id), ElectorConfig::new(p), tx).with_transitions(ttx);
+    let mut elector = Elector::new(store.client(id), ElectorConfig::new(p), tx);
     let control = elector.control();
     let done = tokio::spawn(elector.run(stop.clone()));
     Candidate {
@@ -219,7 +217,7 @@ async fn partitioned_leader_steps_down_at_the_renew_deadline_before_anyone_takes
         },
     );
     // What the app sees is computed from the clock: no claim at cut + R, whatever was published.
-    let claim_end = a.status.state().lead.unwrap().valid_until;
+    let claim_end = a.status.state().view.tenure.unwrap().valid_until;
     assert!(
         claim_end <= cut + R,
         "claims until {:?} after the cut",
@@ -488,7 +486,7 @@ async fn retryable_errors_are_retried_and_rejections_never_make_a_leader() {
     let mut a = spawn(&store, "a");
     tokio::time::sleep(D * 3).await;
     assert!(!a.status.view().is_leader);
-    assert!(!a.status.state().ready);
+    assert!(!a.status.state().view.ready);
     store.set_fault(
         "a",
         Fault {
@@ -518,38 +516,6 @@ async fn epoch_at_int32_max_is_never_taken_over() {
         store.object().unwrap().record.holder.as_deref(),
         Some("ghost")
     );
-}
-
-#[test]
-fn decide_renews_on_the_retry_period_and_acquires_released_records_at_once() {
-    let p = params("me");
-    let t0 = Instant::now();
-    let mut s = ElectionState::new();
-    assert_eq!(decide(&s, &p, t0, std::time::SystemTime::now()), Step::Read);
-    let held = record::StoredLease::from_json(json!({
-        "metadata": {"resourceVersion": "4"},
-        "spec": {"holderIdentity": "x", "leaseTransitions": 4}
-    }))
-    .unwrap();
-    s.observe(held, t0, &p, state::Source::Direct);
-    let released = record::StoredLease::from_json(json!({
-        "metadata": {"resourceVersion": "5", "annotations": {record::RELEASED_BY_ANNOTATION: "x"}},
-        "spec": {"leaseTransitions": 4}
-    }))
-    .unwrap();
-    s.observe(released, t0, &p, state::Source::Direct);
-    match decide(&s, &p, t0, std::time::SystemTime::now()) {
-        Step::Write {
-            record,
-            renew: false,
-            ..
-        } => {
-            assert_eq!(record.transitions, Some(5));
-            assert_eq!(record.holder.as_deref(), Some("me"));
-        }
-        other => panic!("expected an acquire, got {other:?}"),
-    }
-    let _ = Arc::new(()); // keep Arc import used in all cfgs
 }
 
 #[tokio::test(start_paused = true)]

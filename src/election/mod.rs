@@ -1,14 +1,16 @@
-//! Leader election on one Lease: the record, the lock interface, the pure step function and
-//! the campaign loop that drives them.
+//! Leader election on one Lease: the record, the lock interface, the closed state machine
+//! (`decide` / `apply`) and the executor that runs it. Imports nothing of leaderd outside this
+//! folder: what it tells the world leaves through [`elector::Publisher`].
 
 pub mod elector;
-#[cfg(test)]
-mod proptests;
 pub mod record;
 pub mod state;
 pub mod store;
 
-pub use elector::{jitter, Control, Elector, ElectorConfig, ReleaseOutcome, Transition};
+pub use elector::{jitter, Control, Elector, ElectorConfig, Publisher};
 pub use record::{LeaseRecord, StoredLease};
-pub use state::{decide, ElectionState, LossReason, Params, Step};
+pub use state::{
+    LossReason, Machine, Outcome, Params, Purpose, ReleaseOutcome, Request, Step, Tenure,
+    Transition, View,
+};
 pub use store::{LeaseStore, StoreError, WatchEvent};

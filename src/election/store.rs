@@ -1,8 +1,8 @@
 //! The tiny lock interface the election runs on: get, create, replace and watch one Lease.
 //!
 //! Shaped after client-go's `resourcelock.Interface`. [`crate::kube_store::KubeLeaseStore`]
-//! implements it over the Kubernetes API with kube-rs; [`super::memory::MemoryStore`]
-//! implements it in memory for the election's unit tests.
+//! implements it over the Kubernetes API with kube-rs; `leaderd_testkit::memory::MemoryStore`
+//! implements it in memory for the elector's tests.
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,6 +38,12 @@ pub enum StoreError {
         /// The server's `Retry-After`, when it sent one (429).
         retry_after: Option<Duration>,
     },
+    /// No answer within the call timeout (the request may still have been applied): retryable.
+    #[error("no answer within {}", humantime::format_duration(*after))]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
     /// 400/401/403/422 and other 4xx: the request or the configuration is wrong; retrying the
     /// same request will not help until someone fixes RBAC, credentials or the input.
     #[error("{message} (HTTP {code} {reason}){hint}")]
@@ -56,7 +62,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the same request may succeed if simply tried again later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable { .. })
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::TimedOut { .. }
+        )
     }
 
     /// The delay the server asked for, if any.
@@ -74,6 +83,7 @@ impl StoreError {
             StoreError::Conflict | StoreError::AlreadyExists => "409".into(),
             StoreError::Unavailable { code: Some(c), .. } => c.to_string(),
             StoreError::Rejected { code, .. } if *code > 0 => code.to_string(),
+            StoreError::TimedOut { .. } => "timeout".into(),
             _ => "error".into(),
         }
     }

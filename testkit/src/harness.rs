@@ -595,6 +595,7 @@ mod tests {
                 lease_uid: None,
                 valid_for_ms: None,
                 observed_at: None,
+                app_healthy: None,
             },
         }
     }

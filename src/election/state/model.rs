@@ -1,15 +1,18 @@
 //! Property tests of what comes from outside: the Lease JSON that leaderd decodes (anything a
-//! writer with RBAC on the Lease can put there), and the step function driven by arbitrary
-//! interleavings of requests, answers, lost answers, late watch events, foreign writes,
-//! deletions, restarts and time.
+//! writer with RBAC on the Lease can put there), and the real state machine ([`Machine`]'s
+//! `decide` and `apply`, nothing copied) driven by arbitrary interleavings of requests,
+//! answers, lost answers, late watch events, foreign writes, deletions, releases, shutdowns,
+//! restarts and time.
 //!
 //! The model of the second part: an in-memory, linearizable Lease store; candidates whose
 //! requests leave at one instant (`sent`), are applied by the store at a later one (its commit,
 //! with the resourceVersion precondition), and are answered — or not (a lost answer: the write
-//! may have been applied) — later still; one clock for all (drift is the chaos runner's part).
-//! After every operation: at most one candidate claims leadership (`now < valid_until`), every
-//! step `decide` returns is allowed by the rules, and (when no foreign writer deleted the Lease
-//! or lowered its epoch) every new tenure's epoch exceeds every earlier one.
+//! may have been applied; the machine is told it timed out) — later still; one clock for all
+//! (drift is the chaos runner's part). The model only plays the store and the network: every
+//! answer goes to `Machine::apply` exactly as the elector would bring it. After every
+//! operation: at most one candidate claims leadership (`now < valid_until`), every step
+//! `decide` returns is allowed by the rules, and (when no foreign writer deleted the Lease or
+//! lowered its epoch) every new tenure's epoch exceeds every earlier one.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,12 +20,13 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
-use super::record::{
+use super::super::record::{
     new_lease_object, LeaseRecord, StoredLease, CANDIDATE_ANNOTATION,
     CANDIDATE_PRIORITY_ANNOTATION, HOLDER_PRIORITY_ANNOTATION, RELEASED_BY_ANNOTATION,
     RELEASE_TO_ANNOTATION,
 };
-use super::state::{decide, release_record, ElectionState, Known, Params, Source, Step, MAX_EPOCH};
+use super::{Known, Machine, Outcome, Params, Purpose, Request, Step, Transition, MAX_EPOCH};
+use crate::election::store::{StoreError, WatchEvent};
 
 // ---------------------------------------------------------------------------------------------
 // Record decoding
@@ -172,11 +176,10 @@ proptest! {
                 prop_assert_eq!(&out["metadata"]["resourceVersion"], &v["metadata"]["resourceVersion"]);
                 prop_assert!(out["metadata"].get("managedFields").is_none());
                 // And the decision on it never panics either.
-                let mut s = ElectionState::new();
-                let p = params(0, 0);
+                let mut m = Machine::new(params(0, 0), 0);
                 let now = Instant::now();
-                s.observe(l, now, &p, Source::Direct);
-                let _ = decide(&s, &p, now + Duration::from_secs(5), SystemTime::now());
+                m.apply(Outcome::Read(Ok(l)), now);
+                let _ = m.decide(now + Duration::from_secs(5), SystemTime::now());
             }
             Err(_) => prop_assert!(!usable),
         }
@@ -213,7 +216,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The step function under arbitrary interleavings
+// The state machine under arbitrary interleavings
 
 const D: Duration = Duration::from_secs(3);
 const R: Duration = Duration::from_secs(2);
@@ -267,6 +270,12 @@ enum Op {
     /// The watch goes down (followers poll) or comes back.
     WatchUp(usize, bool),
     Foreign(Foreign),
+    /// The app asks the candidate to release (`POST /leader/release`).
+    Release(usize),
+    /// The candidate is shut down (SIGTERM), releasing or not; it stays stopped until restarted.
+    Stop(usize, bool),
+    /// The app's health, as `--app-check` reports it (only machines that follow it care).
+    App(usize, bool),
     /// The process is killed and started again (its in-flight request may still commit).
     Restart(usize),
 }
@@ -296,49 +305,32 @@ fn op(deletes: bool) -> impl Strategy<Value = Op> {
         1 => (c.clone(), any::<u8>()).prop_map(|(i, k)| Op::WatchOld(i, k)),
         1 => (c.clone(), any::<bool>()).prop_map(|(i, up)| Op::WatchUp(i, up)),
         1 => foreign.prop_map(Op::Foreign),
+        1 => c.clone().prop_map(Op::Release),
+        1 => (c.clone(), any::<bool>()).prop_map(|(i, r)| Op::Stop(i, r)),
+        2 => (c.clone(), prop::bool::weighted(0.7)).prop_map(|(i, h)| Op::App(i, h)),
         1 => c.prop_map(Op::Restart),
     ]
 }
 
-/// What a candidate sent and is waiting for.
-#[allow(clippy::large_enum_variant)] // one per candidate
+/// What the store committed for a pending request.
 #[derive(Clone, Debug)]
-enum Request {
-    Read,
-    /// A create or a replace (`base` None: create).
-    Write {
-        base: Option<StoredLease>,
-        obj: Value,
-        kind: WriteKind,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum WriteKind {
-    Create,
-    Claim,
-    Release,
-    Announce,
-}
-
-#[derive(Clone, Debug)]
-enum Outcome {
+enum Committed {
     Read(Option<StoredLease>),
     /// The object written, and whether a PUT created it (create-on-update: unchecked).
     Written(StoredLease, bool),
     Conflict,
 }
 
+/// A request in flight: sent at `sent` by the process of `generation`.
 struct Pending {
     generation: u32,
     sent: Instant,
     request: Request,
-    outcome: Option<Outcome>,
+    committed: Option<Committed>,
 }
 
 struct Cand {
-    p: Params,
-    s: ElectionState,
+    m: Machine,
     generation: u32,
     pending: Option<Pending>,
 }
@@ -349,32 +341,77 @@ struct World {
     history: Vec<StoredLease>,
     rv: u64,
     cands: Vec<Cand>,
+    priorities: [i64; CANDIDATES],
     /// Epochs of tenures started, in order.
     acquired: Vec<(usize, i64)>,
     /// A foreign writer deleted the Lease or lowered / erased its epoch.
     epoch_reset_possible: bool,
     ghosts: u64,
+    seeds: u64,
+    /// Whether leadership follows the apps' health (`--app-check`; rule 13).
+    gated: bool,
+    /// Whether machines spread their takeovers (a random delay below 50 ms, as in leaderd);
+    /// the scripted scenarios below turn it off so that their instants are exact.
+    spread: bool,
 }
 
 impl World {
     fn new(priorities: [i64; CANDIDATES]) -> World {
-        World {
+        let mut w = World {
             now: Instant::now(),
             cur: None,
             history: Vec::new(),
             rv: 100,
-            cands: (0..CANDIDATES)
-                .map(|i| Cand {
-                    p: params(i, priorities[i]),
-                    s: ElectionState::new(),
-                    generation: 0,
-                    pending: None,
-                })
-                .collect(),
+            cands: Vec::new(),
+            priorities,
             acquired: Vec::new(),
             epoch_reset_possible: false,
             ghosts: 0,
+            seeds: 0,
+            spread: true,
+            gated: false,
+        };
+        for i in 0..CANDIDATES {
+            let m = w.machine(i);
+            w.cands.push(Cand {
+                m,
+                generation: 0,
+                pending: None,
+            });
         }
+        w
+    }
+
+    /// Machines that follow their apps' health, which starts unknown (unhealthy).
+    fn gated(priorities: [i64; CANDIDATES]) -> World {
+        let mut w = World::new(priorities);
+        w.gated = true;
+        for c in &mut w.cands {
+            c.m = c.m.clone().with_app_check();
+        }
+        w
+    }
+
+    /// The same with exact instants (no takeover spread), for scripted scenarios.
+    fn scripted(priorities: [i64; CANDIDATES]) -> World {
+        let mut w = World::new(priorities);
+        w.spread = false;
+        for c in &mut w.cands {
+            c.m.takeover_delay = Duration::ZERO;
+        }
+        w
+    }
+
+    fn machine(&mut self, i: usize) -> Machine {
+        self.seeds += 1;
+        let mut m = Machine::new(params(i, self.priorities[i]), self.seeds);
+        if !self.spread {
+            m.takeover_delay = Duration::ZERO;
+        }
+        if self.gated {
+            m = m.with_app_check();
+        }
+        m
     }
 
     fn store(&mut self, mut obj: Value) -> StoredLease {
@@ -390,82 +427,126 @@ impl World {
         l
     }
 
+    /// Give candidate `i` an outcome, as its elector would, and note the tenures it starts.
+    fn apply_to(&mut self, i: usize, outcome: Outcome) {
+        let now = self.now;
+        for t in self.cands[i].m.apply(outcome, now) {
+            if let Transition::Acquired { epoch } = t {
+                self.acquired.push((i, epoch));
+            }
+        }
+    }
+
     /// Check a step against the rules before carrying it out.
     fn allowed(&self, i: usize, step: &Step) -> Result<(), TestCaseError> {
-        let c = &self.cands[i];
-        let (s, p, now) = (&c.s, &c.p, self.now);
-        match step {
-            Step::Write {
+        let m = &self.cands[i].m;
+        let (p, now) = (&m.params, self.now);
+        let Step::Send(request) = step else {
+            match step {
+                Step::Wait(t) => prop_assert!(*t > now || m.not_before == Some(*t)),
+                Step::Stopped => prop_assert!(m.stopped && m.releasing.is_none()),
+                _ => {}
+            }
+            return Ok(());
+        };
+        if m.releasing.is_none() {
+            prop_assert!(!m.stopped, "a stopped machine sent {:?}", request);
+        }
+        match request {
+            Request::Replace {
                 base,
                 record,
-                renew: true,
+                purpose: Purpose::Renew,
             } => {
-                let t = s
-                    .tenure
+                let l = m
+                    .leading
                     .as_ref()
                     .ok_or_else(|| fail("renew without a tenure"))?;
-                prop_assert_eq!(&t.base, base);
-                prop_assert_eq!(record.transitions, Some(t.epoch));
+                prop_assert_eq!(&l.base, base);
+                prop_assert_eq!(record.transitions, Some(l.tenure.epoch));
                 prop_assert_eq!(record.holder.as_deref(), Some(p.identity.as_str()));
             }
-            Step::Write {
+            Request::Replace {
                 base,
                 record,
-                renew: false,
+                purpose: Purpose::Acquire,
             } => {
-                prop_assert!(s.tenure.is_none());
-                let Known::Present(o) = &s.known else {
+                prop_assert!(m.leading.is_none());
+                let Known::Present { lease, observed_at } = &m.known else {
                     return Err(fail("acquire without a known record"));
                 };
-                prop_assert_eq!(&o.lease, base);
-                let r = &o.lease.record;
+                prop_assert_eq!(lease, base);
+                let r = &lease.record;
                 let ours = r.holder.as_deref() == Some(p.identity.as_str())
-                    && s.my_last_write.as_deref() == Some(o.lease.resource_version.as_str());
+                    && m.my_last_write.as_deref() == Some(lease.resource_version.as_str());
                 let wait = D.max(Duration::from_secs(
                     r.lease_duration_seconds.unwrap_or(0).min(MAX_EPOCH) as u64,
                 ));
                 let released = r.is_released()
                     && match &r.release_to {
-                        Some(to) if *to != p.identity => now >= o.observed_at + P,
+                        Some(to) if *to != p.identity => now >= *observed_at + P,
                         _ => true,
                     };
                 prop_assert!(
-                    ours || released || now >= o.observed_at + wait,
+                    ours || released || now >= *observed_at + wait,
                     "acquired a record that is not free: {:?} observed {:?} ago",
                     r,
-                    now - o.observed_at
+                    now - *observed_at
                 );
-                prop_assert!(s.keep_out_until.is_none_or(|k| now >= k));
-                let expected = r.transitions.max(s.max_epoch_seen).map_or(1, |e| e + 1);
+                prop_assert!(m.keep_out_until.is_none_or(|k| now >= k));
+                prop_assert!(
+                    m.app_healthy != Some(false),
+                    "acquired with an unhealthy app"
+                );
+                let expected = r.transitions.max(m.max_epoch_seen).map_or(1, |e| e + 1);
                 prop_assert_eq!(record.transitions, Some(expected));
                 prop_assert_eq!(record.holder.as_deref(), Some(p.identity.as_str()));
             }
-            Step::Create(record) => {
-                let Known::Absent { since } = &s.known else {
+            Request::Create { record } => {
+                let Known::Absent { since } = &m.known else {
                     return Err(fail("create without having seen the absence"));
                 };
-                prop_assert!(s.tenure.is_none());
+                prop_assert!(m.leading.is_none());
                 prop_assert!(now >= *since + P);
                 prop_assert!(
                     record.holder.is_none(),
                     "a create names a holder: {:?}",
                     record
                 );
-                prop_assert_eq!(record.transitions, Some(s.max_epoch_seen.unwrap_or(0)));
+                prop_assert_eq!(record.transitions, Some(m.max_epoch_seen.unwrap_or(0)));
             }
-            Step::RaiseEpoch { base, record } => {
-                prop_assert!(s.tenure.is_none());
+            Request::Replace {
+                base,
+                record,
+                purpose: Purpose::RaiseEpoch,
+            } => {
+                prop_assert!(m.leading.is_none());
                 prop_assert!(base.record.holder.is_none() && record.holder.is_none());
                 prop_assert!(base.record.transitions < record.transitions);
-                prop_assert_eq!(record.transitions, s.max_epoch_seen);
+                prop_assert_eq!(record.transitions, m.max_epoch_seen);
             }
-            Step::Announce { base, record } => {
-                prop_assert!(s.tenure.is_none());
+            Request::Replace {
+                base,
+                record,
+                purpose: Purpose::Announce,
+            } => {
+                prop_assert!(m.leading.is_none());
                 prop_assert!(record.same_claim(&base.record));
+                prop_assert!(
+                    m.app_healthy != Some(false),
+                    "announced with an unhealthy app"
+                );
             }
-            Step::HandOver { .. } => prop_assert!(s.tenure.is_some()),
-            Step::Wait(t) => prop_assert!(*t > now || s.not_before == Some(*t)),
-            Step::Read | Step::Stuck { .. } => {}
+            Request::Replace {
+                record,
+                purpose: Purpose::Release,
+                ..
+            } => {
+                // Rule 12: stepped down before the release is sent.
+                prop_assert!(m.leading.is_none(), "released while claiming");
+                prop_assert!(record.holder.is_none() && record.is_released());
+            }
+            Request::Read => {}
         }
         Ok(())
     }
@@ -474,53 +555,18 @@ impl World {
         if self.cands[i].pending.is_some() {
             return Ok(());
         }
-        let now = self.now;
-        {
-            let c = &mut self.cands[i];
-            c.s.expire(now);
-        }
-        let step = decide(&self.cands[i].s, &self.cands[i].p, now, SystemTime::now());
+        self.apply_to(i, Outcome::Tick);
+        let step = self.cands[i].m.decide(self.now, SystemTime::now());
         self.allowed(i, &step)?;
-        let c = &mut self.cands[i];
-        let request = match step {
-            Step::Wait(_) | Step::Stuck { .. } => return Ok(()),
-            Step::Read => Request::Read,
-            Step::Create(record) => Request::Write {
-                base: None,
-                obj: new_lease_object(&record),
-                kind: WriteKind::Create,
-            },
-            Step::Write { base, record, .. } => Request::Write {
-                obj: base.replaced_with(&record),
-                base: Some(base),
-                kind: WriteKind::Claim,
-            },
-            Step::RaiseEpoch { base, record } => Request::Write {
-                obj: base.replaced_with(&record),
-                base: Some(base),
-                kind: WriteKind::Announce,
-            },
-            Step::Announce { base, record } => Request::Write {
-                obj: base.replaced_with(&record),
-                base: Some(base),
-                kind: WriteKind::Announce,
-            },
-            Step::HandOver { to } => {
-                // The elector steps down before the release can reach anyone.
-                let t = c.s.release(now, &c.p).expect("leading");
-                let record = release_record(&c.p, &t, Some(to), SystemTime::now());
-                Request::Write {
-                    obj: t.base.replaced_with(&record),
-                    base: Some(t.base),
-                    kind: WriteKind::Release,
-                }
-            }
+        let Step::Send(request) = step else {
+            return Ok(());
         };
+        let c = &mut self.cands[i];
         c.pending = Some(Pending {
             generation: c.generation,
-            sent: now,
+            sent: self.now,
             request,
-            outcome: None,
+            committed: None,
         });
         Ok(())
     }
@@ -529,76 +575,77 @@ impl World {
         let Some(req) = self.cands[i]
             .pending
             .as_ref()
-            .filter(|p| p.outcome.is_none())
+            .filter(|p| p.committed.is_none())
             .map(|p| p.request.clone())
         else {
             return;
         };
-        let outcome = match req {
-            Request::Read => Outcome::Read(self.cur.clone()),
-            Request::Write { base, obj, .. } => {
-                let ok = match (&base, &self.cur) {
-                    (None, None) => true,
-                    (None, Some(_)) => false,
-                    // Create on update: the apiserver creates a missing Lease on PUT.
-                    (Some(_), None) => true,
-                    (Some(b), Some(c)) => b.resource_version == c.resource_version,
-                };
-                if ok {
-                    let created = base.is_some() && self.cur.is_none();
-                    Outcome::Written(self.store(obj), created)
-                } else {
-                    Outcome::Conflict
+        let committed = match req {
+            Request::Read => Committed::Read(self.cur.clone()),
+            Request::Create { record } => match self.cur {
+                None => Committed::Written(self.store(new_lease_object(&record)), false),
+                Some(_) => Committed::Conflict,
+            },
+            Request::Replace { base, record, .. } => match &self.cur {
+                // Create on update: the apiserver creates a missing Lease on PUT.
+                None => Committed::Written(self.store(base.replaced_with(&record)), true),
+                Some(c) if c.resource_version == base.resource_version => {
+                    Committed::Written(self.store(base.replaced_with(&record)), false)
                 }
-            }
+                Some(_) => Committed::Conflict,
+            },
         };
         if let Some(p) = self.cands[i].pending.as_mut() {
-            p.outcome = Some(outcome);
+            p.committed = Some(committed);
         }
     }
 
-    fn answer(&mut self, i: usize, delivered: bool) {
-        let now = self.now;
+    fn answer(&mut self, i: usize, delivered: bool) -> Result<(), TestCaseError> {
         let c = &mut self.cands[i];
-        // The elector ends a claim by its deadline while a request is in flight.
-        c.s.expire(now);
-        let Some(p) = c.pending.take() else { return };
+        let Some(p) = c.pending.take() else {
+            return Ok(());
+        };
         if p.generation != c.generation {
-            return; // the process that sent it is gone
+            return Ok(()); // the process that sent it is gone
         }
-        let Some(outcome) = p.outcome.filter(|_| delivered) else {
-            // Timed out (the write may or may not have been applied).
-            c.s.not_before = Some(now + P / 2);
-            return;
+        // A lost answer: the request timed out (it may or may not have been applied).
+        let lost = || StoreError::TimedOut { after: R / 2 };
+        let committed = p.committed.filter(|_| delivered);
+        let outcome = match (p.request, committed) {
+            (Request::Read, None) => Outcome::Read(Err(lost())),
+            (Request::Read, Some(Committed::Read(Some(l)))) => Outcome::Read(Ok(l)),
+            (Request::Read, Some(_)) => Outcome::Read(Err(StoreError::NotFound)),
+            (Request::Create { .. }, None) => Outcome::Created(Err(lost())),
+            (Request::Create { .. }, Some(Committed::Written(l, _))) => Outcome::Created(Ok(l)),
+            (Request::Create { .. }, Some(_)) => Outcome::Created(Err(StoreError::AlreadyExists)),
+            (Request::Replace { purpose, .. }, committed) => Outcome::Replaced {
+                purpose,
+                sent: p.sent,
+                result: match committed {
+                    None => Err(lost()),
+                    Some(Committed::Written(l, created)) => Ok((l, created)),
+                    Some(_) => Err(StoreError::Conflict),
+                },
+            },
         };
-        let kind = match &p.request {
-            Request::Write { kind, .. } => Some(*kind),
-            Request::Read => None,
-        };
-        match (outcome, kind) {
-            (Outcome::Read(Some(l)), _) => {
-                c.s.observe(l, now, &c.p, Source::Direct);
-            }
-            (Outcome::Read(None), _) => c.s.observe_absent(now),
-            // As the elector: a POST, or a PUT that recreated a deleted Lease, starts no tenure
-            // (rule 4).
-            (Outcome::Written(l, _), Some(WriteKind::Create)) => c.s.created(l, now, &c.p),
-            (Outcome::Written(l, true), Some(WriteKind::Claim)) if c.s.tenure.is_none() => {
-                c.s.observe(l, now, &c.p, Source::Direct);
-            }
-            (Outcome::Written(l, _), Some(WriteKind::Claim)) => {
-                let was = c.s.tenure.is_some();
-                if let Some(e) = c.s.wrote(l, p.sent, now, &c.p) {
-                    if !was {
-                        self.acquired.push((i, e));
-                    }
-                }
-            }
-            (Outcome::Written(l, _), _) => {
-                c.s.observe(l, now, &c.p, Source::Direct);
-            }
-            (Outcome::Conflict, _) => c.s.stale = true,
+        // Liveness of the claim path: an acquisition answered in time by a checked write (not a
+        // creation) starts a tenure, whatever the watch showed meanwhile — unless the machine
+        // stepped down at once for its app or a handover, or was stopped.
+        let must_acquire = matches!(
+            &outcome,
+            Outcome::Replaced { purpose: Purpose::Acquire, result: Ok((_, false)), sent } if self.now < *sent + R
+        ) && !self.cands[i].m.stopped
+            && self.cands[i].m.app_healthy != Some(false);
+        let before = self.acquired.len();
+        self.apply_to(i, outcome);
+        if must_acquire {
+            prop_assert!(
+                self.acquired.len() > before,
+                "c{} acquired in time but started no tenure",
+                i
+            );
         }
+        Ok(())
     }
 
     fn foreign(&mut self, f: Foreign) {
@@ -679,42 +726,42 @@ impl World {
         match op {
             Op::Begin(i) => self.begin(i)?,
             Op::Commit(i) => self.commit(i),
-            Op::Answer(i, ok) => self.answer(i, ok),
+            Op::Answer(i, ok) => self.answer(i, ok)?,
             Op::Drive(i) => {
                 self.begin(i)?;
                 self.commit(i);
-                self.answer(i, true);
+                self.answer(i, true)?;
             }
             Op::Advance(ms) => self.now += Duration::from_millis(u64::from(ms)),
             Op::Watch(i) => {
-                let now = self.now;
-                let cur = self.cur.clone();
-                let c = &mut self.cands[i];
-                match cur {
-                    Some(l) => {
-                        c.s.observe(l, now, &c.p, Source::Watch);
-                    }
-                    None => c.s.observe_absent(now),
-                }
+                let event = match self.cur.clone() {
+                    Some(l) => WatchEvent::Put(l),
+                    None => WatchEvent::Deleted,
+                };
+                self.apply_to(i, Outcome::Watch(event));
             }
             Op::WatchOld(i, k) => {
                 if !self.history.is_empty() {
                     let l = self.history[usize::from(k) % self.history.len()].clone();
-                    let now = self.now;
-                    let c = &mut self.cands[i];
-                    c.s.observe(l, now, &c.p, Source::Watch);
+                    self.apply_to(i, Outcome::Watch(WatchEvent::Put(l)));
                 }
             }
             Op::WatchUp(i, up) => {
-                let now = self.now;
-                let s = &mut self.cands[i].s;
-                s.watch_up = up;
-                s.poll_at = (!up).then_some(now);
+                let outcome = if up {
+                    Outcome::WatchUp
+                } else {
+                    Outcome::WatchDown
+                };
+                self.apply_to(i, outcome);
             }
             Op::Foreign(f) => self.foreign(f),
+            Op::Release(i) => self.apply_to(i, Outcome::ReleaseAsked),
+            Op::Stop(i, release) => self.apply_to(i, Outcome::Stop { release }),
+            Op::App(i, healthy) => self.apply_to(i, Outcome::AppHealth(healthy)),
             Op::Restart(i) => {
+                let m = self.machine(i);
                 let c = &mut self.cands[i];
-                c.s = ElectionState::new();
+                c.m = m;
                 c.generation += 1;
                 // Its in-flight request, if any, may still be applied; the answer goes nowhere.
                 if let Some(p) = c.pending.as_mut() {
@@ -729,13 +776,20 @@ impl World {
         let leaders: Vec<usize> = (0..CANDIDATES)
             .filter(|&i| {
                 self.cands[i]
-                    .s
+                    .m
+                    .view()
                     .tenure
-                    .as_ref()
-                    .is_some_and(|t| self.now < t.valid_until)
+                    .is_some_and(|t| t.is_valid_at(self.now))
             })
             .collect();
         prop_assert!(leaders.len() <= 1, "two leaders at once: {:?}", leaders);
+        for &i in &leaders {
+            prop_assert!(
+                self.cands[i].m.app_healthy != Some(false),
+                "c{} leads with an unhealthy app",
+                i
+            );
+        }
         if !self.epoch_reset_possible {
             for w in self.acquired.windows(2) {
                 prop_assert!(w[1].1 > w[0].1, "epochs did not rise: {:?}", self.acquired);
@@ -753,13 +807,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     /// Never two leaders, every step allowed by the rules, epochs rising, under any
-    /// interleaving of requests, answers, watch events, foreign writes, restarts and time.
+    /// interleaving of requests, answers, watch events, foreign writes, releases, shutdowns,
+    /// restarts and time.
     #[test]
-    fn decide_is_safe_under_any_interleaving(
+    fn the_machine_is_safe_under_any_interleaving(
         priorities in prop::array::uniform3(0i64..3),
+        gated in any::<bool>(),
         ops in prop::collection::vec(op(false), 1..400),
     ) {
-        let mut w = World::new(priorities);
+        let mut w = if gated { World::gated(priorities) } else { World::new(priorities) };
         for op in ops {
             w.apply(op)?;
         }
@@ -794,17 +850,48 @@ fn the_model_elects_and_fails_over() {
     assert!(w.acquired[1].1 > w.acquired[0].1);
 }
 
+/// Not vacuous either for the moves by release: a released lease and a handover are taken at
+/// once (not after a lease duration), with the next epoch.
+#[test]
+fn the_model_hands_over_by_release_and_by_priority() {
+    let mut w = World::new([0, 0, 1]);
+    let drive = |w: &mut World, who: &[usize], rounds: usize| {
+        for _ in 0..rounds {
+            for &i in who {
+                w.apply(Op::Drive(i)).expect("safe");
+            }
+            for &i in who {
+                w.apply(Op::Watch(i)).expect("safe");
+            }
+            w.apply(Op::Advance(50)).expect("safe");
+        }
+    };
+    // c2 (priority 1) is kept away until c0 or c1 leads.
+    drive(&mut w, &[0, 1], 200);
+    assert_eq!(w.acquired.len(), 1, "{:?}", w.acquired);
+    let (first, e1) = w.acquired[0];
+    let other = 1 - first;
+    // The app releases: the other takes over within a few rounds, not a lease duration.
+    w.apply(Op::Release(first)).expect("safe");
+    drive(&mut w, &[first, other], 4);
+    assert_eq!(w.acquired[1], (other, e1 + 1), "{:?}", w.acquired);
+    // c2 joins with a higher priority: announced, handed over, taken at once.
+    drive(&mut w, &[0, 1, 2], 8);
+    assert_eq!(w.acquired[2], (2, e1 + 2), "{:?}", w.acquired);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     /// The same with foreign deletions, and forged releases (leaderd's release marker written
     /// by a foreign writer, also onto a record whose holder it emptied).
     #[test]
-    fn decide_is_safe_with_deletions_and_forged_releases(
+    fn the_machine_is_safe_with_deletions_and_forged_releases(
         priorities in prop::array::uniform3(0i64..3),
+        gated in any::<bool>(),
         ops in prop::collection::vec(op(true), 1..400),
     ) {
-        let mut w = World::new(priorities);
+        let mut w = if gated { World::gated(priorities) } else { World::new(priorities) };
         for op in ops {
             w.apply(op)?;
         }
@@ -825,7 +912,7 @@ fn run(w: &mut World, ops: Vec<Op>) -> Result<(), TestCaseError> {
 #[test]
 fn a_replayed_spec_without_holder_restarts_the_wait() {
     use Op::*;
-    let mut w = World::new([0, 0, 0]);
+    let mut w = World::scripted([0, 0, 0]);
     let ops = vec![
         Foreign(self::Foreign::Garbage),
         Watch(2),
@@ -850,7 +937,7 @@ fn a_replayed_spec_without_holder_restarts_the_wait() {
 #[test]
 fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
     use Op::*;
-    let mut w = World::new([0, 0, 0]);
+    let mut w = World::scripted([0, 0, 0]);
     let ops = vec![
         Drive(2),
         Drive(1),
@@ -865,7 +952,10 @@ fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
     ];
     run(&mut w, ops).expect("one leader at a time");
     assert_eq!(w.acquired, vec![(1, 1)]);
-    assert!(w.cands[2].s.tenure.is_none(), "the create started a tenure");
+    assert!(
+        w.cands[2].m.tenure().is_none(),
+        "the create started a tenure"
+    );
     assert!(
         w.cur.as_ref().is_some_and(|l| l.record.holder.is_none()),
         "c2 created the Lease without a holder"
@@ -886,7 +976,7 @@ fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
 /// c0 creates the Lease, waits it out and leads with epoch 1; c1 has seen its record.
 fn c0_leads_and_c1_saw_it() -> World {
     use Op::*;
-    let mut w = World::new([0, 0, 0]);
+    let mut w = World::scripted([0, 0, 0]);
     let ops = vec![
         Drive(1),
         Drive(0),
@@ -921,7 +1011,7 @@ fn a_forged_release_marker_is_not_a_release() {
         ops.extend([Watch(1), Drive(1)]);
         run(&mut w, ops).expect("one leader at a time");
         assert_eq!(w.acquired, vec![(0, 1)]);
-        assert!(w.cands[1].s.tenure.is_none());
+        assert!(w.cands[1].m.tenure().is_none());
     }
 }
 
@@ -932,67 +1022,63 @@ fn a_release_by_the_holder_last_seen_is_taken_at_once() {
     use Op::*;
     let mut w = c0_leads_and_c1_saw_it();
     // c0 releases (as on POST /leader/release); c1 sees it and takes it at once.
-    let now = w.now;
-    let c0 = &mut w.cands[0];
-    let t = c0.s.release(now, &c0.p).expect("leading");
-    let record = release_record(&c0.p, &t, None, SystemTime::now());
-    let released = t.base.replaced_with(&record);
-    w.store(released);
-    run(&mut w, vec![Watch(1), Drive(1)]).expect("one leader at a time");
+    run(&mut w, vec![Release(0), Drive(0), Watch(1), Drive(1)]).expect("one leader at a time");
     assert_eq!(w.acquired, vec![(0, 1), (1, 2)]);
 }
 
-fn stored(record: &LeaseRecord, rv: &str) -> StoredLease {
-    let mut obj = new_lease_object(record);
-    obj["metadata"]["resourceVersion"] = json!(rv);
-    StoredLease::from_json(obj).expect("decodes")
+/// Found when the elector began applying watch events while a request is in flight: the watch
+/// event of c0's own acquisition arrived before the answer, raised the highest epoch seen to the
+/// acquired one, and the answer was then taken for a late renewal (rule 6's "one epoch per
+/// claim"): no tenure, and a second acquisition with epoch + 1. An acquisition answered in time
+/// starts its tenure whatever the watch showed meanwhile.
+#[test]
+fn the_watch_event_of_an_acquisition_before_its_answer_does_not_cost_a_tenure() {
+    use Op::*;
+    let mut w = World::scripted([0, 0, 0]);
+    let ops = vec![
+        Drive(0),
+        Advance(3000),
+        Drive(0),
+        Advance(3000),
+        Begin(0),
+        Commit(0),
+        Watch(0),
+        Answer(0, true),
+    ];
+    run(&mut w, ops).expect("one leader at a time");
+    assert_eq!(w.acquired, vec![(0, 1)]);
 }
 
-/// Found by the chaos runner (seed 42, c1#1 at +39.8 s): a renewal sent before the deadline
-/// but answered after it (the leader was partitioned; its held request went through on the
-/// heal) made the process lead again under the epoch of the claim that had just ended — the app
-/// saw "stopped leading" and then "became leader" with the same epoch. Now the late answer
-/// starts nothing, and the next step re-acquires the record with a new epoch (rule 6).
+/// Not vacuous for rule 13: with every app unhealthy nobody leads; the one that recovers takes
+/// the lease; when its app fails it releases, and a candidate with a healthy app takes over at
+/// once with the next epoch.
 #[test]
-fn a_renewal_answered_after_the_claim_ran_out_does_not_resume_it_under_the_same_epoch() {
-    let p = params(0, 0);
-    let mut s = ElectionState::new();
-    let t0 = Instant::now();
-    let ms = Duration::from_millis;
-    let record = |epoch: i64| LeaseRecord {
-        holder: Some(p.identity.clone()),
-        lease_duration_seconds: Some(3),
-        renew_time: Some(format!("t{epoch}")),
-        transitions: Some(epoch),
-        ..LeaseRecord::default()
+fn the_model_follows_the_apps_health() {
+    let mut w = World::gated([0, 0, 0]);
+    let drive = |w: &mut World, rounds: usize| {
+        for _ in 0..rounds {
+            for i in 0..CANDIDATES {
+                w.apply(Op::Drive(i)).expect("safe");
+                w.apply(Op::Watch(i)).expect("safe");
+            }
+            w.apply(Op::Advance(50)).expect("safe");
+        }
     };
-    s.observe_absent(t0);
-    let acquired = t0 + D;
-    assert_eq!(
-        s.wrote(stored(&record(1), "1"), acquired, acquired, &p),
-        Some(1)
-    );
-    // The renewal leaves 1.5 s into the claim and is answered 2.5 s into it.
-    let sent = acquired + ms(1500);
-    let answered = acquired + ms(2500);
+    drive(&mut w, 200);
     assert!(
-        s.expire(answered).is_some(),
-        "the claim ran out at sent + R"
+        w.acquired.is_empty(),
+        "led with no healthy app: {:?}",
+        w.acquired
     );
-    assert_eq!(s.wrote(stored(&record(1), "2"), sent, answered, &p), None);
-    assert!(s.tenure.is_none());
-    // The same holds when the elector had not noticed the deadline yet.
-    let mut s2 = ElectionState::new();
-    s2.observe_absent(t0);
-    s2.wrote(stored(&record(1), "1"), acquired, acquired, &p);
-    assert_eq!(s2.wrote(stored(&record(1), "2"), sent, answered, &p), None);
-    // Next: our own record, re-acquired at once with a new epoch.
-    match decide(&s, &p, answered, SystemTime::now()) {
-        Step::Write {
-            renew: false,
-            record,
-            ..
-        } => assert_eq!(record.transitions, Some(2)),
-        other => panic!("expected a re-acquisition, got {other:?}"),
-    }
+    w.apply(Op::App(1, true)).expect("safe");
+    drive(&mut w, 200);
+    assert_eq!(w.acquired, vec![(1, 1)]);
+    w.apply(Op::App(2, true)).expect("safe");
+    w.apply(Op::App(1, false)).expect("safe");
+    drive(&mut w, 4);
+    assert_eq!(
+        w.acquired,
+        vec![(1, 1), (2, 2)],
+        "taken at once by the healthy one"
+    );
 }

@@ -12,13 +12,12 @@
 //! | `GET /readyz`   | 200 once the Lease was observed (led or not), 503 before (also on the metrics listener) |
 //! | anything else   | 404 (unknown path) or 405 (wrong method), with a JSON error body  |
 //!
-//! Each listener ([`serve`]) serves at most `--http-max-connections` connections at once (more
-//! are answered 503 and closed) and closes a connection that has not sent a complete request
-//! head for `--http-idle-timeout` (idle keep-alive, slow clients).
+//! The listeners themselves (connection limit, idle timeout, error bodies) are [`server`].
+
+pub mod server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Query, State};
@@ -27,20 +26,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
-use tracing::{debug, info, warn};
 
+pub use self::server::{bind, error, serve, Limits, ListenerStats};
 use crate::election::{Control, ReleaseOutcome};
-use crate::metrics::ListenerMetrics;
 use crate::status::{LeaderView, StatusRx};
 
 /// The longest long-poll wait accepted.
@@ -77,9 +66,9 @@ struct LeaderQuery {
     epoch: Option<i64>,
 }
 
-/// What a change is, for long polls and the stream: holder, leadership, epoch.
-fn key(v: &LeaderView) -> (Option<String>, bool, Option<i64>) {
-    (v.leader.clone(), v.is_leader, v.epoch)
+/// What a change is, for long polls and the stream: holder, leadership, epoch, app health.
+fn key(v: &LeaderView) -> (Option<String>, bool, Option<i64>, Option<bool>) {
+    (v.leader.clone(), v.is_leader, v.epoch, v.app_healthy)
 }
 
 async fn leader(
@@ -111,9 +100,9 @@ async fn leader(
     let seen = key(&now);
     let deadline = tokio::time::Instant::now() + wait;
     // A leader's claim ends by the clock, without a publication: wake at its end too.
-    let lead_end = |s: &StatusRx| s.state().lead.map(|l| l.valid_until);
+    let claim_end = |s: &StatusRx| s.state().view.tenure.map(|t| t.valid_until);
     loop {
-        let until = lead_end(&status).map_or(deadline, |t| t.min(deadline));
+        let until = claim_end(&status).map_or(deadline, |t| t.min(deadline));
         let changed = tokio::time::timeout_at(until, status.changed()).await;
         let v = status.view();
         if key(&v) != seen
@@ -148,7 +137,7 @@ async fn leader_stream(
                     .unwrap_or_default();
                 return Some((Ok(ev), (status, Some(key(&v)))));
             }
-            let until = status.state().lead.map(|l| l.valid_until);
+            let until = status.state().view.tenure.map(|t| t.valid_until);
             let wait = async {
                 match until {
                     Some(t) => tokio::time::timeout_at(t, status.changed())
@@ -206,7 +195,7 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(status): State<StatusRx>) -> Response {
-    if status.state().ready {
+    if status.state().view.ready {
         Json(json!({"status": "ready"})).into_response()
     } else {
         error(
@@ -230,164 +219,11 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-/// A JSON error body `{"error": message, "status": code}`.
-pub fn error(code: StatusCode, message: &str) -> Response {
-    (
-        code,
-        Json(json!({"error": message, "status": code.as_u16()})),
-    )
-        .into_response()
-}
-
-/// Bind `addr`, with an error that names the flag when it fails.
-pub async fn bind(addr: SocketAddr, flag: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {flag} {addr}: {e}; choose a free address with {flag}"),
-        )
-    })
-}
-
-/// What one listener serves at most. Local clients are trusted to ask, not to be frugal: a
-/// client that opens connections without end would otherwise take the file descriptors the
-/// election needs for its apiserver connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections served at once (`--http-max-connections`); more are answered 503 and closed.
-    pub max_connections: usize,
-    /// A connection that has not sent a complete request head for this long is closed
-    /// (`--http-idle-timeout`): an idle keep-alive connection, or a slow client. A stream or a
-    /// long poll in progress is not idle.
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 1024,
-            idle_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Refusals in progress at once; beyond that a connection over the limit is closed unanswered.
-const MAX_REFUSALS: usize = 64;
-
-/// Serve `router` on `listener` until `shutdown`, within `limits`; then stop accepting, let the
-/// requests in flight finish and close the connections.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    what: &'static str,
-    shutdown: CancellationToken,
-    limits: Limits,
-    metrics: Option<ListenerMetrics>,
-) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    info!(%addr, max_connections = limits.max_connections,
-        idle_timeout = %humantime::format_duration(limits.idle_timeout), "{what} listening");
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    let conns = TaskTracker::new();
-    let mut last_full_warning: Option<tokio::time::Instant> = None;
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "{what}: cannot accept a connection");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                    }
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            if let Some(m) = &metrics {
-                m.refused();
-            }
-            let now = tokio::time::Instant::now();
-            if last_full_warning.is_none_or(|t| now - t >= Duration::from_secs(10)) {
-                last_full_warning = Some(now);
-                warn!(%peer, max_connections = limits.max_connections,
-                    "{what}: connection limit reached; answering 503 (raise --http-max-connections if the app needs more)");
-            }
-            if let Ok(r) = refusals.clone().try_acquire_owned() {
-                conns.spawn(async move {
-                    refuse(stream, limits.max_connections).await;
-                    drop(r);
-                });
-            }
-            continue;
-        };
-        let service = router.clone().map_request(
-            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            },
-        );
-        let stop = shutdown.clone();
-        let open = metrics.as_ref().map(ListenerMetrics::opened);
-        conns.spawn(async move {
-            let _counted = (permit, open);
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.idle_timeout)
-                .keep_alive(true);
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        debug!(%peer, error = %e, "connection ended");
-                    }
-                    return;
-                }
-                _ = stop.cancelled() => {}
-            }
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    conns.close();
-    conns.wait().await;
-    Ok(())
-}
-
-/// Answer a connection over the limit with 503 and close it. What the client sent is read
-/// first (briefly), so that the close does not reset the connection before the answer is read.
-async fn refuse(mut stream: TcpStream, max: usize) {
-    let body = json!({
-        "error": format!("too many connections: this leaderd serves at most {max} at once; close idle connections or raise --http-max-connections"),
-        "status": 503,
-    })
-    .to_string();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{channel, Identity, Lead, LeaderState};
+    use crate::election::{Tenure, View};
+    use crate::status::{channel, Identity, LeaderState};
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
@@ -421,13 +257,16 @@ mod tests {
         let (tx, rx) = channel(id());
         let until = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
         tx.publish(LeaderState {
-            ready: true,
-            leader: Some("me".into()),
-            epoch: Some(4),
-            lead: Some(Lead {
-                epoch: 4,
-                valid_until: until,
-            }),
+            view: View {
+                ready: true,
+                holder: Some("me".into()),
+                epoch: Some(4),
+                tenure: Some(Tenure {
+                    epoch: 4,
+                    valid_until: until,
+                }),
+                ..Default::default()
+            },
             ..Default::default()
         });
         let (code, v) = call(router_t(rx.clone()), "GET", "/leader").await;
@@ -449,7 +288,10 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         tx.publish(LeaderState {
-            ready: true,
+            view: View {
+                ready: true,
+                ..Default::default()
+            },
             ..Default::default()
         });
         assert_eq!(
@@ -475,22 +317,29 @@ mod tests {
 
     fn leading(epoch: i64, for_secs: u64) -> LeaderState {
         LeaderState {
-            ready: true,
-            leader: Some("me".into()),
-            epoch: Some(epoch),
-            lead: Some(Lead {
-                epoch,
-                valid_until: tokio::time::Instant::now() + std::time::Duration::from_secs(for_secs),
-            }),
+            view: View {
+                ready: true,
+                holder: Some("me".into()),
+                epoch: Some(epoch),
+                tenure: Some(Tenure {
+                    epoch,
+                    valid_until: tokio::time::Instant::now()
+                        + std::time::Duration::from_secs(for_secs),
+                }),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
 
     fn following(holder: &str, epoch: i64) -> LeaderState {
         LeaderState {
-            ready: true,
-            leader: Some(holder.into()),
-            epoch: Some(epoch),
+            view: View {
+                ready: true,
+                holder: Some(holder.into()),
+                epoch: Some(epoch),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
