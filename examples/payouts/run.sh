@@ -50,6 +50,30 @@ done
 [ -n "$PY" ] || die "no python3 with the module psycopg: apt-get install python3-psycopg (or pip install 'psycopg[binary]'), or set PAYOUTS_PYTHON"
 command -v curl >/dev/null || die "curl is missing: apt-get install curl"
 
+# docs/clients.md quotes app.py's pattern and the client snippets verbatim: check that the copies
+# there are the code that this script runs (a block after "<!-- verbatim: PATH[#pattern] -->").
+check_docs() {
+  "$PY" - "$ROOT" <<'PY'
+import pathlib, re, sys
+root = pathlib.Path(sys.argv[1])
+doc = (root / "docs/clients.md").read_text()
+blocks = re.findall(r"<!-- verbatim: (\S+) -->\n```\w*\n(.*?)```", doc, re.S)
+assert blocks, "docs/clients.md: no <!-- verbatim: PATH --> blocks"
+for src, block in blocks:
+    path, _, region = src.partition("#")
+    text = (root / path).read_text()
+    if region:
+        lines = text.splitlines(keepends=True)
+        begin = next(i for i, l in enumerate(lines) if l.startswith(f"# --- {region}: begin"))
+        end = next(i for i, l in enumerate(lines) if l.startswith(f"# --- {region}: end"))
+        text = "".join(lines[begin + 1:end])
+    if block != text:
+        sys.exit(f"docs/clients.md: the block quoting {src} differs from the file; copy it again")
+print(f"docs/clients.md: {len(blocks)} quoted blocks match their files")
+PY
+}
+if [ -f "$ROOT/docs/clients.md" ]; then check_docs || die "docs/clients.md is out of date"; fi
+
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/leaderd/target}"
 LEADERD_BIN="${LEADERD_BIN:-$CARGO_TARGET_DIR/debug/leaderd}"
 LEADERD_TESTSERVER_BIN="${LEADERD_TESTSERVER_BIN:-$CARGO_TARGET_DIR/debug/leaderd-testserver}"
@@ -79,17 +103,18 @@ mkdir -p "$WORK/pg" "$WORK/kube" "$WORK/faults" "$WORK/logs"
 chmod 700 "$WORK/pg"
 declare -A LD_PID=() APP_PID=() HTTP_PORT=() METRICS_PORT=()
 TS_PID=""
+STALE_PID=""
 PG_STARTED=""
 
 cleanup() {
   local rc=$? pid
   trap - EXIT INT TERM
   # Stopped processes first get SIGCONT, so that they can handle SIGTERM.
-  for pid in "${APP_PID[@]}" "${LD_PID[@]}" $TS_PID; do
+  for pid in "${APP_PID[@]}" "${LD_PID[@]}" $TS_PID $STALE_PID; do
     kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
   done
-  for pid in "${APP_PID[@]}" "${LD_PID[@]}" $TS_PID; do
+  for pid in "${APP_PID[@]}" "${LD_PID[@]}" $TS_PID $STALE_PID; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
@@ -130,7 +155,7 @@ PG_STARTED=1
 "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/postgres.log" -w -t 30 \
   -o "-k $WORK/pg -c listen_addresses=127.0.0.1 -p $PG_PORT -c fsync=off" start >/dev/null \
   || { cat "$WORK/pg/postgres.log" >&2; die "PostgreSQL did not start"; }
-DSN="host=127.0.0.1 port=$PG_PORT user=payouts dbname=payouts connect_timeout=5"
+DSN="host=127.0.0.1 port=$PG_PORT user=payouts dbname=payouts sslmode=disable connect_timeout=5"
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "host=127.0.0.1 port=$PG_PORT user=payouts dbname=postgres" \
   -c 'CREATE DATABASE payouts' >/dev/null || die "CREATE DATABASE failed"
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$DSN" -f "$HERE/schema.sql" >/dev/null || die "loading schema.sql failed"
@@ -259,6 +284,99 @@ wait_for 20 "batches after the last fault" moves_by_others "$mark" none 5
 for r in "${REPLICAS[@]}"; do kill -TERM "${APP_PID[$r]}" 2>/dev/null || true; done
 for r in "${REPLICAS[@]}"; do wait_for 10 "app $r to stop" exited "${APP_PID[$r]}"; done
 
+# ---------------------------------------------------------------------------- client snippets
+# The clients of docs/clients.md (shell, and Java and Go where their toolchain and PostgreSQL
+# driver are installed), each run three times now that the apps are stopped: against the
+# leader's leaderd (must pay one batch), against a follower's (must say "not leader"), and
+# against a fake /leader that says is_leader with a stale epoch (must be fenced off: exit 3,
+# nothing paid). PAYOUTS_REQUIRE_CLIENTS="shell java go" makes a missing toolchain an error.
+declare -A CLIENT_RESULT=()
+CLIENTS_OK=true
+client_cmd() { # client_cmd NAME: the command that runs client NAME (empty if it cannot run here)
+  case $1 in
+    shell) echo "sh $HERE/clients/pay-once.sh" ;;
+    java) if command -v javac >/dev/null && command -v java >/dev/null && [ -f "$JDBC_JAR" ]; then
+            if javac -d "$WORK/java" -cp "$JDBC_JAR" "$HERE/clients/PayOnce.java" >"$WORK/logs/javac.log" 2>&1; then
+              echo "java -cp $JDBC_JAR:$WORK/java PayOnce"
+            else echo "false javac failed"; fi
+          fi ;;
+    go) if [ -n "$GO" ] && [ -d "$GO_PQ" ]; then
+          mkdir -p "$WORK/go"
+          if GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$GO_CACHE" GOFLAGS="" \
+               "$GO" build -o "$WORK/go/pay_once" "$HERE/clients/pay_once.go" >"$WORK/logs/go-build.log" 2>&1; then
+            echo "$WORK/go/pay_once"
+          else echo "false go build failed"; fi
+        fi ;;
+  esac
+}
+JDBC_JAR=/usr/share/java/postgresql.jar
+GO_PQ=/usr/share/gocode/src/github.com/lib/pq
+GO="$(command -v go || true)"
+for g in /usr/lib/go-1.*/bin/go; do [ -n "$GO" ] || [ ! -x "$g" ] || GO=$g; done
+GO_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/leaderd/go-build"
+STALE_PORT="$(free_port)"
+STALE_EPOCH=$(( $(q "SELECT epoch FROM payout_pointer") - 1 ))
+"$PY" - "$STALE_PORT" "$STALE_EPOCH" >"$WORK/logs/stale-leader.log" 2>&1 <<'PY' &
+# A fake leaderd whose /leader says is_leader with a stale epoch: what a paused leader last read.
+import http.server, json, sys
+body = json.dumps({"lease": "payouts", "namespace": "default", "identity": "stale",
+                   "leader": "stale", "is_leader": True, "epoch": int(sys.argv[2]),
+                   "lease_uid": "stale", "valid_for_ms": 5000, "observed_at": None},
+                  separators=(",", ":")).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+STALE_PID=$!
+stale_up() { curl -sf -m 1 "http://127.0.0.1:$STALE_PORT/leader" >/dev/null; }
+wait_for 10 "the fake stale /leader" stale_up
+wait_for 20 "a leader" find_leader
+FOLLOWER=""; for r in "${REPLICAS[@]}"; do [ "$r" = "$LEADER" ] || { FOLLOWER=$r; break; }; done
+# run_client NAME URL: runs client NAME against URL; its output in CLIENT_OUT, exit code in CLIENT_RC.
+run_client() {
+  CLIENT_RC=0
+  # shellcheck disable=SC2086 # the command is words on purpose
+  LEADER_URL="$2" REPLICA="$1-client" PAYOUTS_DSN="$DSN" PATH="$PG_BIN:$PATH" \
+    PAYOUTS_JDBC_URL="jdbc:postgresql://127.0.0.1:$PG_PORT/payouts?user=payouts&sslmode=disable" \
+    timeout 60 $CMD >"$WORK/logs/client.out" 2>&1 || CLIENT_RC=$?
+  CLIENT_OUT="$(tr '\n' ' ' <"$WORK/logs/client.out")"
+  CLIENT_OUT="${CLIENT_OUT% }"
+}
+for c in shell java go; do
+  CMD="$(client_cmd "$c")"
+  if [ -z "$CMD" ]; then
+    CLIENT_RESULT[$c]="skipped: no toolchain or PostgreSQL driver"
+    case " ${PAYOUTS_REQUIRE_CLIENTS:-} " in *" $c "*) CLIENT_RESULT[$c]="missing"; CLIENTS_OK=false ;; esac
+    say "client $c: ${CLIENT_RESULT[$c]}"
+    continue
+  fi
+  before="$(q "SELECT pos FROM payout_pointer")"
+  # As leader it must pay; "claim ran out" (the deadline passed before the write: a slow start
+  # on a loaded machine) is the snippet declining correctly, so it is asked again (3 tries).
+  for _ in 1 2 3; do
+    run_client "$c" "http://127.0.0.1:${HTTP_PORT[$LEADER]}/leader"; o1=$CLIENT_OUT rc1=$CLIENT_RC
+    [[ $o1 == "claim ran out"* ]] || break
+  done
+  mid="$(q "SELECT pos FROM payout_pointer")"
+  run_client "$c" "http://127.0.0.1:${HTTP_PORT[$FOLLOWER]}/leader"; o2=$CLIENT_OUT rc2=$CLIENT_RC
+  run_client "$c" "http://127.0.0.1:$STALE_PORT/leader"; o3=$CLIENT_OUT rc3=$CLIENT_RC
+  after="$(q "SELECT pos FROM payout_pointer")"
+  if [ "$rc1" = 0 ] && [[ $o1 == "paid batch "* ]] && [ "$mid" = $((before + 1)) ] \
+     && [ "$rc2" = 0 ] && [[ $o2 == "not leader"* ]] \
+     && [ "$rc3" = 3 ] && [[ $o3 == "fenced off"* ]] && [ "$after" = "$mid" ]; then
+    CLIENT_RESULT[$c]=ok
+  else
+    CLIENT_RESULT[$c]="failed"; CLIENTS_OK=false
+  fi
+  say "client $c: ${CLIENT_RESULT[$c]}: leader: $o1 (exit $rc1) | follower: $o2 (exit $rc2) | stale epoch $STALE_EPOCH: $o3 (exit $rc3)"
+done
+kill "$STALE_PID" 2>/dev/null || true; wait "$STALE_PID" 2>/dev/null || true; STALE_PID=""
+
 # ---------------------------------------------------------------------------- the count
 read -r PAYOUTS BATCHES DUPES REGRESSIONS REJECTED CLAIMS_FENCED FINAL_POS MAX_EPOCH MISSING < <(q "
 SELECT (SELECT count(*) FROM payouts),
@@ -278,28 +396,29 @@ echo
 say "summary ($MODE, ${SECONDS_TAKEN}s): $PAYOUTS payouts in $BATCHES batches (pointer 417 -> $FINAL_POS, highest epoch $MAX_EPOCH)"
 say "  faults: ${FAULTS[freeze]} frozen leader apps, ${FAULTS[kill9]} kill -9, ${FAULTS[partition]} silent partition, ${FAULTS[sigterm]} SIGTERM handover of a leader's leaderd"
 for l in "${LATE[@]}"; do say "  late write of a frozen leader $l"; done
+say "  client snippets (docs/clients.md): shell ${CLIENT_RESULT[shell]}, java ${CLIENT_RESULT[java]}, go ${CLIENT_RESULT[go]} (each that ran paid one batch as leader)"
 OK=false
 if [ "$MODE" = fenced ]; then
-  if [ "$DUPES" -eq 0 ] && [ "$REGRESSIONS" -eq 0 ] && [ "$REJECTED" -ge 1 ]; then OK=true; fi
+  if [ "$DUPES" -eq 0 ] && [ "$REGRESSIONS" -eq 0 ] && [ "$REJECTED" -ge 1 ] && $CLIENTS_OK; then OK=true; fi
   say "  fenced: $DUPES duplicate payouts, $REGRESSIONS pointer regressions; $REJECTED stale writes refused by the database (epoch condition, rolled back), $CLAIMS_FENCED stale claims refused"
   if $OK; then
     say "  OK: every late write of a deposed leader bounced off the epoch in the pointer row; no merchant was paid twice and the pointer never moved back."
   else
-    say "  FAILED: the fenced run must show 0 duplicate payouts, 0 pointer regressions and at least 1 stale write refused."
+    say "  FAILED: the fenced run must show 0 duplicate payouts, 0 pointer regressions and at least 1 stale write refused (and client snippets that ran must pass)."
   fi
   NOTE="fenced: late writes of deposed leaders were refused by the database"
 else
-  if [ "$DUPES" -ge 1 ] || [ "$REGRESSIONS" -ge 1 ]; then OK=true; fi
+  if { [ "$DUPES" -ge 1 ] || [ "$REGRESSIONS" -ge 1 ]; } && $CLIENTS_OK; then OK=true; fi
   say "  WITHOUT FENCING: $DUPES duplicate payouts ($TWICE merchant-batches paid more than once), $REGRESSIONS pointer regressions (the pointer moved back)."
   if $OK; then
     say "  This is the damage fencing prevents: a leader paused after its check wrote late, after another replica had taken over; without the epoch condition the database took the write. Run without --no-fencing to see the same faults bounce off."
   else
-    say "  FAILED: the control case must show damage (>= 1 duplicate payout or pointer regression); without it the scenario does not exercise the hazard."
+    say "  FAILED: the control case must show damage (>= 1 duplicate payout or pointer regression; and client snippets that ran must pass); without damage the scenario does not exercise the hazard."
   fi
   NOTE="unfenced: this is the damage fencing prevents (merchants paid twice, pointer moved back)"
 fi
-printf '{"mode":"%s","ok":%s,"payouts":%s,"batches":%s,"duplicate_payouts":%s,"merchant_batches_paid_twice":%s,"pointer_regressions":%s,"stale_writes_rejected":%s,"stale_claims_rejected":%s,"batches_missing":%s,"final_pos":%s,"max_epoch":%s,"faults":{"freeze":%s,"kill9":%s,"partition":%s,"sigterm":%s},"seconds":%s,"note":"%s"}\n' \
+printf '{"mode":"%s","ok":%s,"payouts":%s,"batches":%s,"duplicate_payouts":%s,"merchant_batches_paid_twice":%s,"pointer_regressions":%s,"stale_writes_rejected":%s,"stale_claims_rejected":%s,"batches_missing":%s,"final_pos":%s,"max_epoch":%s,"faults":{"freeze":%s,"kill9":%s,"partition":%s,"sigterm":%s},"clients":{"shell":"%s","java":"%s","go":"%s"},"seconds":%s,"note":"%s"}\n' \
   "$MODE" "$OK" "$PAYOUTS" "$BATCHES" "$DUPES" "$TWICE" "$REGRESSIONS" "$REJECTED" "$CLAIMS_FENCED" "$MISSING" \
   "$FINAL_POS" "$MAX_EPOCH" "${FAULTS[freeze]}" "${FAULTS[kill9]}" "${FAULTS[partition]}" "${FAULTS[sigterm]}" \
-  "$SECONDS_TAKEN" "$NOTE"
+  "${CLIENT_RESULT[shell]}" "${CLIENT_RESULT[java]}" "${CLIENT_RESULT[go]}" "$SECONDS_TAKEN" "$NOTE"
 $OK || exit 1
