@@ -96,7 +96,9 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 # ---------------------------------------------------------------------------- cleanup
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/leaderd-payouts.XXXXXX")"
+# As root, under /tmp whatever TMPDIR says: the postgres user must be able to reach the data dir.
+tmp_base="${TMPDIR:-/tmp}"; [ ${#AS_PG[@]} -eq 0 ] || tmp_base=/tmp
+WORK="$(mktemp -d "$tmp_base/leaderd-payouts.XXXXXX")"
 chmod 755 "$WORK"
 mkdir -p "$WORK/pg" "$WORK/kube" "$WORK/faults" "$WORK/logs"
 [ ${#AS_PG[@]} -eq 0 ] || chown "$PG_USER" "$WORK/pg"
@@ -222,6 +224,7 @@ wait_takeover() { wait_for 20 "another replica to take over from $1 and move the
 
 declare -A FAULTS=([freeze]=0 [kill9]=0 [partition]=0 [sigterm]=0)
 LATE=()
+FROZEN_MS=()
 
 wait_for 20 "a leader" find_leader
 wait_for 20 "the first batches" moves_by_others 0 none 5
@@ -232,12 +235,13 @@ say "leader: $LEADER; batches are being paid"
 # paused; HOW = partition: silent partition). After another replica moved the pointer, both resume
 # and the app makes its late write.
 freeze() {
-  local how=$1 r mark amark pid outcome info
+  local how=$1 r mark amark pid outcome info frozen_at
   wait_for 20 "a leader" find_leader
   r=$LEADER; pid=${APP_PID[$r]}
   touch "$WORK/faults/freeze-$r"
   wait_for 10 "app $r to freeze itself before a write" is_stopped "$pid"
   info="$(cat "$WORK/faults/frozen-$r.json")"
+  frozen_at=$(date +%s%N)
   mark=$(max_id pointer_history); amark=$(max_id attempts)
   if [ "$how" = stop ]; then kill -STOP "${LD_PID[$r]}"; else admin partition "$r"; fi
   say "FAULT freeze: app $r frozen by SIGSTOP between its check and its write ($info); its leaderd $([ "$how" = stop ] && echo 'SIGSTOPped (pod paused)' || echo 'silently partitioned')"
@@ -245,6 +249,8 @@ freeze() {
   say "  another replica took over and moved the pointer to $(q "SELECT pos FROM payout_pointer") (epoch $(q "SELECT epoch FROM payout_pointer")); resuming $r"
   if [ "$how" = stop ]; then kill -CONT "${LD_PID[$r]}"; else admin heal "$r"; fi
   kill -CONT "$pid"
+  FROZEN_MS+=($(( ($(date +%s%N) - frozen_at) / 1000000 )))
+  say "  app $r was frozen for ${FROZEN_MS[-1]} ms (lease duration $LEASE_DURATION)"
   wait_for 15 "app $r's late write to end" late_write_done "$amark" "$r"
   outcome="$(q "SELECT outcome || ' (epoch ' || epoch || ', batch ' || batch || ', pointer epoch ' || pointer_epoch || ')' FROM attempts WHERE id > $amark AND replica = '$r' AND stage = 'write' ORDER BY id LIMIT 1")"
   say "  app $r's late write: $outcome"
@@ -417,8 +423,8 @@ else
   fi
   NOTE="unfenced: this is the damage fencing prevents (merchants paid twice, pointer moved back)"
 fi
-printf '{"mode":"%s","ok":%s,"payouts":%s,"batches":%s,"duplicate_payouts":%s,"merchant_batches_paid_twice":%s,"pointer_regressions":%s,"stale_writes_rejected":%s,"stale_claims_rejected":%s,"batches_missing":%s,"final_pos":%s,"max_epoch":%s,"faults":{"freeze":%s,"kill9":%s,"partition":%s,"sigterm":%s},"clients":{"shell":"%s","java":"%s","go":"%s"},"seconds":%s,"note":"%s"}\n' \
+printf '{"mode":"%s","ok":%s,"payouts":%s,"batches":%s,"duplicate_payouts":%s,"merchant_batches_paid_twice":%s,"pointer_regressions":%s,"stale_writes_rejected":%s,"stale_claims_rejected":%s,"batches_missing":%s,"final_pos":%s,"max_epoch":%s,"faults":{"freeze":%s,"kill9":%s,"partition":%s,"sigterm":%s},"frozen_ms":[%s],"clients":{"shell":"%s","java":"%s","go":"%s"},"seconds":%s,"note":"%s"}\n' \
   "$MODE" "$OK" "$PAYOUTS" "$BATCHES" "$DUPES" "$TWICE" "$REGRESSIONS" "$REJECTED" "$CLAIMS_FENCED" "$MISSING" \
   "$FINAL_POS" "$MAX_EPOCH" "${FAULTS[freeze]}" "${FAULTS[kill9]}" "${FAULTS[partition]}" "${FAULTS[sigterm]}" \
-  "${CLIENT_RESULT[shell]}" "${CLIENT_RESULT[java]}" "${CLIENT_RESULT[go]}" "$SECONDS_TAKEN" "$NOTE"
+  "$(IFS=,; echo "${FROZEN_MS[*]}")" "${CLIENT_RESULT[shell]}" "${CLIENT_RESULT[java]}" "${CLIENT_RESULT[go]}" "$SECONDS_TAKEN" "$NOTE"
 $OK || exit 1
