@@ -75,13 +75,17 @@ PY
 if [ -f "$ROOT/docs/clients.md" ]; then check_docs || die "docs/clients.md is out of date"; fi
 
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/leaderd/target}"
-LEADERD_BIN="${LEADERD_BIN:-$CARGO_TARGET_DIR/debug/leaderd}"
-LEADERD_TESTSERVER_BIN="${LEADERD_TESTSERVER_BIN:-$CARGO_TARGET_DIR/debug/leaderd-testserver}"
-if [ ! -x "$LEADERD_BIN" ] || [ ! -x "$LEADERD_TESTSERVER_BIN" ]; then
-  say "building leaderd and leaderd-testserver into $CARGO_TARGET_DIR (once)"
-  (cd "$ROOT" && CARGO_TARGET_DIR="$CARGO_TARGET_DIR" cargo build --locked -q \
-      -p leaderd --bin leaderd -p leaderd-testkit --bin leaderd-testserver) \
-    || die "cargo build failed"
+# The binaries: LEADERD_BIN / LEADERD_TESTSERVER_BIN if set, else the debug builds, built if missing.
+if [ -z "${LEADERD_BIN:-}" ] || [ -z "${LEADERD_TESTSERVER_BIN:-}" ]; then
+  LEADERD_BIN="${LEADERD_BIN:-$CARGO_TARGET_DIR/debug/leaderd}"
+  LEADERD_TESTSERVER_BIN="${LEADERD_TESTSERVER_BIN:-$CARGO_TARGET_DIR/debug/leaderd-testserver}"
+  if [ ! -x "$LEADERD_BIN" ] || [ ! -x "$LEADERD_TESTSERVER_BIN" ]; then
+    command -v cargo >/dev/null || die "cargo is missing (and LEADERD_BIN / LEADERD_TESTSERVER_BIN are not set)"
+    say "building leaderd and leaderd-testserver into $CARGO_TARGET_DIR (once)"
+    (cd "$ROOT" && CARGO_TARGET_DIR="$CARGO_TARGET_DIR" cargo build --locked -q \
+        -p leaderd --bin leaderd -p leaderd-testkit --bin leaderd-testserver) \
+      || die "cargo build failed"
+  fi
 fi
 [ -x "$LEADERD_BIN" ] || die "no leaderd binary at $LEADERD_BIN"
 [ -x "$LEADERD_TESTSERVER_BIN" ] || die "no leaderd-testserver binary at $LEADERD_TESTSERVER_BIN"
