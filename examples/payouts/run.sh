@@ -50,8 +50,9 @@ done
 [ -n "$PY" ] || die "no python3 with the module psycopg: apt-get install python3-psycopg (or pip install 'psycopg[binary]'), or set PAYOUTS_PYTHON"
 command -v curl >/dev/null || die "curl is missing: apt-get install curl"
 
-# docs/clients.md quotes app.py's pattern and the client snippets verbatim: check that the copies
-# there are the code that this script runs (a block after "<!-- verbatim: PATH[#pattern] -->").
+# docs/clients.md quotes app.py's pattern and the client snippets verbatim, and the READMEs quote
+# app.py's SQL: check that the copies are the code that this script runs (in docs/clients.md, a
+# block after "<!-- verbatim: PATH[#pattern] -->").
 check_docs() {
   "$PY" - "$ROOT" <<'PY'
 import pathlib, re, sys
@@ -69,7 +70,16 @@ for src, block in blocks:
         text = "".join(lines[begin + 1:end])
     if block != text:
         sys.exit(f"docs/clients.md: the block quoting {src} differs from the file; copy it again")
-print(f"docs/clients.md: {len(blocks)} quoted blocks match their files")
+# The READMEs quote app.py's two fenced statements; they must be the ones app.py runs.
+sys.dont_write_bytecode = True  # no __pycache__ in the work tree
+sys.path.insert(0, str(root / "examples/payouts"))
+import app
+for readme in ("README.md", "examples/payouts/README.md"):
+    text = (root / readme).read_text()
+    for name in ("CLAIM", "MOVE"):
+        if getattr(app, name).strip() not in text:
+            sys.exit(f"{readme}: app.py's {name} statement is not quoted as it is in app.py")
+print(f"docs/clients.md: {len(blocks)} quoted blocks match their files; the READMEs quote app.py's SQL")
 PY
 }
 if [ -f "$ROOT/docs/clients.md" ]; then check_docs || die "docs/clients.md is out of date"; fi
