@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::election::{Publisher, Tenure, Transition, View};
+use crate::election::{clock, Publisher, Tenure, Transition, View};
 
 /// Which lease and candidate this is; fixed for the process's life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,7 +225,7 @@ impl StatusRx {
 
     /// The `/leader` document now.
     pub fn view(&self) -> LeaderView {
-        LeaderView::new(&self.id, &self.rx.borrow(), Instant::now())
+        LeaderView::new(&self.id, &self.rx.borrow(), clock::now())
     }
 
     /// Every transition from now on, in order, none lost; the stream ends when the elector is

@@ -11,6 +11,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::clock;
 use super::record::new_lease_object;
 use super::state::{
     LossReason, Machine, Outcome, Params, ReleaseOutcome, Request, Step, Transition, View,
@@ -156,14 +157,14 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
         }
         let mut stopping = false;
         loop {
-            let now = Instant::now();
+            let now = clock::now();
             self.apply(Outcome::Tick, now);
             let step = self.machine.decide(now, SystemTime::now());
             let until = match step {
                 Step::Stopped => break,
                 Step::Send(request) => {
                     match self.send(request, &mut inputs, &shutdown, stopping).await {
-                        Some(outcome) => self.apply(outcome, Instant::now()),
+                        Some(outcome) => self.apply(outcome, clock::now()),
                         None => self.stop(&mut stopping),
                     }
                     continue;
@@ -176,13 +177,14 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
                     until
                 }
             };
+            let wake = self.timer_for(until);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !stopping => self.stop(&mut stopping),
                 // The feeding tasks end only when stopped.
-                Some(outcome) = inputs.recv() => self.apply(outcome, Instant::now()),
+                Some(outcome) = inputs.recv() => self.apply(outcome, clock::now()),
                 Some(cmd) = recv_command(&mut self.commands) => self.command(cmd),
-                _ = sleep_until(wake_at(until)) => {}
+                _ = sleep_until(wake) => {}
             }
         }
         tracing::trace!(id = %self.cfg.params.identity, "campaign loop ended");
@@ -192,10 +194,21 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
         }
     }
 
+    /// The timer instant for something due at `t` on the election's clock. While leading, at most
+    /// a retry period away, so that a leader notices at once, after a suspend, that its claim ran
+    /// out (readers already know: they judge the deadline on the same clock).
+    fn timer_for(&self, t: Instant) -> Instant {
+        let due = clock::timer_for(wake_at(t));
+        match self.machine.tenure() {
+            Some(_) => due.min(Instant::now() + self.cfg.params.retry_period),
+            None => due,
+        }
+    }
+
     fn stop(&mut self, stopping: &mut bool) {
         *stopping = true;
         let release = self.cfg.release_on_shutdown;
-        self.apply(Outcome::Stop { release }, Instant::now());
+        self.apply(Outcome::Stop { release }, clock::now());
     }
 
     fn command(&mut self, cmd: Command) {
@@ -207,7 +220,7 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
                     return;
                 }
                 self.reply = Some(reply);
-                self.apply(Outcome::ReleaseAsked, Instant::now());
+                self.apply(Outcome::ReleaseAsked, clock::now());
             }
         }
     }
@@ -236,7 +249,7 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
                 record,
                 purpose,
             } => {
-                let sent = Instant::now();
+                let sent = clock::now();
                 let fut = store.replace(base.replaced_with(&record));
                 let result = self.call(fut, inputs, shutdown, stopping).await?;
                 Outcome::Replaced {
@@ -260,13 +273,14 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
         tokio::pin!(fut);
         loop {
             let deadline = self.machine.deadline();
+            let wake = self.timer_for(deadline.unwrap_or_else(clock::now));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !stopping => return None,
                 r = &mut fut => return Some(r.unwrap_or(Err(StoreError::TimedOut { after: limit }))),
-                Some(outcome) = inputs.recv() => self.apply(outcome, Instant::now()),
-                _ = sleep_until(wake_at(deadline.unwrap_or_else(Instant::now))), if deadline.is_some() => {
-                    self.apply(Outcome::Tick, Instant::now());
+                Some(outcome) = inputs.recv() => self.apply(outcome, clock::now()),
+                _ = sleep_until(wake), if deadline.is_some() => {
+                    self.apply(Outcome::Tick, clock::now());
                 }
             }
         }

@@ -2,6 +2,7 @@
 //! (`decide` / `apply`) and the executor that runs it. Imports nothing of leaderd outside this
 //! folder: what it tells the world leaves through [`elector::Publisher`].
 
+pub mod clock;
 pub mod elector;
 pub mod record;
 pub mod state;

@@ -100,7 +100,9 @@ async fn leader(
     let seen = key(&now);
     let deadline = tokio::time::Instant::now() + wait;
     // A leader's claim ends by the clock, without a publication: wake at its end too.
-    let claim_end = |s: &StatusRx| s.state().view.tenure.map(|t| t.valid_until);
+    let claim_end = |s: &StatusRx| {
+        (s.state().view.tenure).map(|t| crate::election::clock::timer_for(t.valid_until))
+    };
     loop {
         let until = claim_end(&status).map_or(deadline, |t| t.min(deadline));
         let changed = tokio::time::timeout_at(until, status.changed()).await;
@@ -137,7 +139,8 @@ async fn leader_stream(
                     .unwrap_or_default();
                 return Some((Ok(ev), (status, Some(key(&v)))));
             }
-            let until = status.state().view.tenure.map(|t| t.valid_until);
+            let until = (status.state().view.tenure)
+                .map(|t| crate::election::clock::timer_for(t.valid_until));
             let wait = async {
                 match until {
                     Some(t) => tokio::time::timeout_at(t, status.changed())
