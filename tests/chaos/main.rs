@@ -3,9 +3,9 @@
 //! run on any safety or liveness violation.
 //!
 //! ```sh
-//! cargo bench --bench chaos -- --seed 42 --duration 10m --candidates 5   # the full run
-//! cargo bench --bench chaos -- --seed 1 --duration 60s                    # the CI run
-//! cargo bench --bench chaos -- --drift beyond --duration 2m               # drift past the bound
+//! cargo test --test chaos                                                  # the CI run (below)
+//! cargo test --release --test chaos -- --seed 42 --duration 10m --candidates 5   # the full run
+//! cargo test --test chaos -- --drift beyond --duration 2m                  # drift past the bound
 //! ```
 //!
 //! Faults (see `docs/reliability.md`): kill -9 and SIGTERM of candidates (restarted after a
@@ -25,12 +25,14 @@
 //! The seed fixes the sequence of faults and their parameters; the timing (and so what each
 //! fault hits) still depends on the machine.
 //!
-//! Without `--bench` (as `cargo test --benches` runs it) it is a 20-second smoke run with three
-//! candidates.
+//! It is a test target without libtest's harness (`harness = false`), so `cargo test --workspace`
+//! runs it. Its defaults are the CI run: seed `CHAOS_SEED` (or 1), 60 s, 5 candidates, clock
+//! drift within the bound (real clocks, with a warning, where libfaketime is missing and no
+//! `--drift` was asked for). Run with no arguments at all (as `cargo test` does) or with
+//! `CHAOS_QUIET` set it prints only the summary, not a line per fault. The last line says
+//! `chaos: PASS` or `chaos: FAIL`; a violation exits 1, an error of the runner 2.
 
-#[path = "chaos/check.rs"]
 mod check;
-#[path = "chaos/procs.rs"]
 mod procs;
 
 use std::collections::BTreeMap;
@@ -91,25 +93,26 @@ impl Drift {
     }
 }
 
-/// `cargo bench --bench chaos -- [options]`
+/// `cargo test --test chaos -- [options]`
 #[derive(Parser, Debug)]
 #[command(
     name = "chaos",
     about = "leaderd chaos run: random faults, every /leader sampled, violations fail the run"
 )]
 struct Args {
-    /// Seed of the fault sequence (default: from the clock; printed).
-    #[arg(long)]
-    seed: Option<u64>,
+    /// Seed of the fault sequence.
+    #[arg(long, env = "CHAOS_SEED", default_value_t = 1)]
+    seed: u64,
     /// How long to inject faults (the final calm phase and shutdown come on top).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
     /// Number of leaderd candidates.
-    #[arg(long)]
-    candidates: Option<usize>,
-    /// Clock rates of the candidates (libfaketime); offsets are always ±1 h or 0.
-    #[arg(long, value_enum, default_value_t = Drift::Within)]
-    drift: Drift,
+    #[arg(long, default_value_t = 5)]
+    candidates: usize,
+    /// Clock rates of the candidates (libfaketime); offsets are always ±1 h or 0 [default:
+    /// within, or none where libfaketime is missing].
+    #[arg(long, value_enum)]
+    drift: Option<Drift>,
     /// How often each candidate's /leader is asked.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     sample_period: Duration,
@@ -131,12 +134,36 @@ struct Args {
     /// Where to write the candidates' logs (default `$CARGO_TARGET_DIR/bench/chaos-logs`).
     #[arg(long)]
     logs: Option<PathBuf>,
-    /// Passed by `cargo bench`; without it this is a quick smoke run.
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// A benchmark-name filter (as `cargo bench FILTER` passes it).
+    /// Only the summary, no line per fault (also when `CHAOS_QUIET` is set, or with no
+    /// arguments at all). `cargo test -q` passes it.
+    #[arg(short, long)]
+    quiet: bool,
+    /// A test-name filter (as `cargo test FILTER` passes it to every test target): runs only if
+    /// it matches "chaos".
     #[arg(hide = true)]
     filter: Option<String>,
+    /// libtest's flags, which `cargo test -- ...` passes to every test target: accepted and
+    /// ignored.
+    #[command(flatten)]
+    libtest: LibtestFlags,
+}
+
+/// libtest flags this target accepts so that `cargo test --workspace -- --nocapture` (and the
+/// like) still run it.
+#[derive(clap::Args, Debug)]
+struct LibtestFlags {
+    #[arg(long, hide = true)]
+    nocapture: bool,
+    #[arg(long, hide = true)]
+    show_output: bool,
+    #[arg(long, hide = true)]
+    test_threads: Option<String>,
+    #[arg(long, hide = true)]
+    color: Option<String>,
+    #[arg(long, hide = true)]
+    exact: bool,
+    #[arg(long, hide = true)]
+    include_ignored: bool,
 }
 
 const KINDS: [&str; 10] = [
@@ -154,10 +181,12 @@ const KINDS: [&str; 10] = [
 const WEIGHTS: [f64; 10] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5];
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let no_arguments = std::env::args_os().len() == 1;
+    let mut args = Args::parse();
     if args.filter.as_deref().is_some_and(|f| !"chaos".contains(f)) {
         return ExitCode::SUCCESS;
     }
+    args.quiet |= no_arguments || std::env::var_os("CHAOS_QUIET").is_some();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -170,18 +199,37 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(Verdict {
+            violations: 0,
+            line,
+        }) => {
+            println!("chaos: PASS: {line}");
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict { violations, line }) => {
+            println!("chaos: FAIL: {violations} violations; {line}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("chaos: {e:#}");
+            println!("chaos: FAIL: the runner stopped: {e}");
             ExitCode::from(2)
         }
     }
 }
 
+/// How the run ended: the number of violations and a line saying what ran.
+struct Verdict {
+    violations: usize,
+    line: String,
+}
+
+/// The cargo target directory this test was built in (`<target>/debug/leaderd`).
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+    let bin = Path::new(env!("CARGO_BIN_EXE_leaderd"));
+    bin.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
@@ -731,23 +779,13 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     Ok(msg)
 }
 
-async fn run(a: Args) -> anyhow::Result<bool> {
-    let smoke = !a.bench;
-    let duration = a.duration.unwrap_or(if smoke {
-        Duration::from_secs(20)
-    } else {
-        Duration::from_secs(60)
-    });
-    let n = a.candidates.unwrap_or(if smoke { 3 } else { 5 });
+async fn run(a: Args) -> anyhow::Result<Verdict> {
+    let duration = a.duration;
+    let n = a.candidates;
     if n < 2 {
         bail!("--candidates must be at least 2");
     }
-    let seed = a.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64 % 1_000_000)
-            .unwrap_or(1)
-    });
+    let seed = a.seed;
     let kinds: Vec<(&'static str, f64)> = KINDS
         .iter()
         .zip(WEIGHTS)
@@ -758,17 +796,17 @@ async fn run(a: Args) -> anyhow::Result<bool> {
         bail!("unknown fault kind {bad:?}; known: {}", KINDS.join(","));
     }
     let libfaketime = procs::find_libfaketime();
-    let mut drift = a.drift;
-    if drift != Drift::None && libfaketime.is_none() {
-        if smoke {
-            eprintln!("chaos smoke run: libfaketime not found, running with real clocks");
-            drift = Drift::None;
-        } else {
-            bail!(
-                "--drift {drift:?} needs libfaketime: apt-get install faketime (or --drift none)"
-            );
+    let drift = match (a.drift, &libfaketime) {
+        (Some(d), None) if d != Drift::None => {
+            bail!("--drift {d:?} needs libfaketime: apt-get install faketime (or --drift none)")
         }
-    }
+        (Some(d), _) => d,
+        (None, Some(_)) => Drift::Within,
+        (None, None) => {
+            eprintln!("chaos: warning: libfaketime not found (apt-get install faketime), running with real clocks");
+            Drift::None
+        }
+    };
     if a.sample_period > Duration::from_millis(20) {
         bail!("--sample-period must be at most 20ms (the checker samples at >= 50 Hz)");
     }
@@ -823,10 +861,10 @@ async fn run(a: Args) -> anyhow::Result<bool> {
         phase_latency: Duration::ZERO,
         ghosts: 0,
         max_epoch: 0,
-        quiet: std::env::var_os("CHAOS_QUIET").is_some(),
+        quiet: a.quiet,
     };
     let cmd = format!(
-        "cargo bench --bench chaos -- --seed {seed} --duration {} --candidates {n} --drift {}{}",
+        "cargo test --test chaos -- --seed {seed} --duration {} --candidates {n} --drift {}{}",
         humantime::format_duration(duration),
         format!("{drift:?}").to_lowercase(),
         if a.faults.is_empty() {
@@ -923,15 +961,22 @@ async fn run(a: Args) -> anyhow::Result<bool> {
     let json_path = a
         .json
         .clone()
-        .or_else(|| (!smoke).then(|| target_dir().join("bench").join("chaos.json")));
-    if let Some(p) = json_path {
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(&p, serde_json::to_vec_pretty(&summary.json())?)?;
-        println!("JSON summary: {}", p.display());
+        .unwrap_or_else(|| target_dir().join("bench").join("chaos.json"));
+    if let Some(d) = json_path.parent() {
+        std::fs::create_dir_all(d)?;
     }
-    Ok(rep.violations.is_empty())
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&summary.json())?)?;
+    println!("JSON summary: {}", json_path.display());
+    Ok(Verdict {
+        violations: rep.violations.len(),
+        line: format!(
+            "{} tenures, {} faults, seed {seed}, {} of chaos, {n} candidates, drift {}",
+            rep.claims,
+            r.counts.values().sum::<u64>(),
+            humantime::format_duration(Duration::from_secs(chaos_time.as_secs())),
+            format!("{drift:?}").to_lowercase()
+        ),
+    })
 }
 
 struct Summary<'a> {
