@@ -1,35 +1,47 @@
-//! A test server with three (or `--scale`) candidates of one elector, every `/leader` sampled.
+//! The testkit's [`harness::Cluster`] (a test server, kubeconfigs, candidates, a sampler) with
+//! candidates of one elector, started by its [`Launcher`] on the testkit's process runner.
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use leaderd::status::LeaderView;
-use leaderd_testkit::harness::{check, Candidate, Sampler};
-use leaderd_testkit::testserver::TestServer;
+use leaderd_testkit::harness;
 
 use crate::electors::{Elector, Launcher};
 
-/// A test server with candidates of one elector, sampled.
+/// A harness cluster whose candidates are one elector's, named c1, c2, … in start order.
 pub struct Cluster {
     pub elector: Elector,
     pub launcher: Launcher,
-    pub server: TestServer,
-    pub dir: tempfile::TempDir,
-    pub sampler: Sampler,
-    pub cands: Vec<Candidate>,
-    pub next: usize,
+    cluster: harness::Cluster,
+    next: usize,
+}
+
+impl Deref for Cluster {
+    type Target = harness::Cluster;
+
+    fn deref(&self) -> &harness::Cluster {
+        &self.cluster
+    }
+}
+
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut harness::Cluster {
+        &mut self.cluster
+    }
 }
 
 impl Cluster {
+    /// A server and `n` candidates, every `/leader` asked every `period`.
     pub async fn start(launcher: Launcher, n: usize, period: Duration) -> anyhow::Result<Cluster> {
+        let mut options = launcher.options();
+        options.sample_period = period;
         let mut c = Cluster {
             elector: launcher.elector,
             launcher,
-            server: TestServer::start().await?,
-            dir: tempfile::tempdir()?,
-            sampler: Sampler::start(period),
-            cands: Vec::new(),
+            cluster: harness::Cluster::start(options, 0).await?,
             next: 1,
         };
         for _ in 0..n {
@@ -38,29 +50,17 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Start the next candidate.
     pub async fn spawn(&mut self) -> anyhow::Result<()> {
         let name = format!("c{}", self.next);
         self.next += 1;
         let c = self
             .launcher
-            .spawn(&self.server, self.dir.path(), &name)
+            .spawn(&self.cluster, &name)
             .await
             .with_context(|| format!("starting {} candidate {name}", self.elector.name()))?;
-        self.sampler.add(&c);
-        self.cands.push(c);
+        self.cluster.add(c);
         Ok(())
-    }
-
-    pub fn pause(&self) {
-        for c in &self.cands {
-            self.sampler.remove(&c.name);
-        }
-    }
-
-    pub fn resume(&self) {
-        for c in &self.cands {
-            self.sampler.add(c);
-        }
     }
 
     /// Wait until every candidate answers, exactly one leads, and (for electors that tell)
@@ -101,26 +101,8 @@ impl Cluster {
         })
     }
 
-    pub fn take(&mut self, name: &str) -> Candidate {
-        let i = self
-            .cands
-            .iter()
-            .position(|c| c.name == name)
-            .expect("a known candidate");
-        self.cands.remove(i)
-    }
-
-    pub async fn stop(mut self) -> Vec<String> {
-        for c in &self.cands {
-            c.signal(libc::SIGTERM);
-        }
-        for c in &mut self.cands {
-            if c.wait_exit(Duration::from_secs(5)).await.is_none() {
-                c.kill9();
-            }
-        }
-        let v = check(&self.sampler.samples());
-        self.server.shutdown().await;
-        v
+    /// SIGTERM every candidate (kill -9 after 5 s) and return the safety violations sampled.
+    pub async fn stop(self) -> Vec<String> {
+        self.cluster.stop(Duration::from_secs(5)).await
     }
 }

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as StdInstant};
 
 use anyhow::{anyhow, bail, Context as _};
-use leaderd_testkit::harness::{write_kubeconfig, Candidate, CandidateSpec};
-use leaderd_testkit::testserver::TestServer;
+use leaderd_testkit::harness::{self, Candidate, ClusterOptions};
 use tokio::process::Command;
 
 use crate::{manifest_dir, Config, LEASE, NS};
@@ -144,26 +143,21 @@ pub fn ms(d: Duration) -> String {
 }
 
 impl Launcher {
-    pub async fn spawn(
-        &self,
-        server: &TestServer,
-        dir: &Path,
-        name: &str,
-    ) -> io::Result<Candidate> {
-        let kubeconfig = write_kubeconfig(dir, &server.kubeconfig_yaml(name, NS), name)?;
-        let (d, r, p) = self.timing;
+    /// The cluster options for this elector's candidates (leaderd is started from them).
+    pub fn options(&self) -> ClusterOptions {
+        let mut o = ClusterOptions::new(&self.bin, LEASE);
+        o.namespace = NS.into();
+        o.timing = self.timing;
+        o
+    }
+
+    /// Start candidate `name` of this elector in `cluster` (not added to it).
+    pub async fn spawn(&self, cluster: &harness::Cluster, name: &str) -> io::Result<Candidate> {
         if self.elector == Elector::Leaderd {
-            return Candidate::spawn(&CandidateSpec {
-                bin: self.bin.clone(),
-                kubeconfig,
-                lease: LEASE.into(),
-                namespace: NS.into(),
-                identity: name.into(),
-                timing: self.timing,
-                extra_args: vec![],
-            })
-            .await;
+            return Candidate::spawn(&cluster.spec(name, &[])?).await;
         }
+        let kubeconfig = cluster.kubeconfig(name)?;
+        let (d, r, p) = self.timing;
         let mut cmd = if self.elector == Elector::Python {
             let mut c = Command::new("python3");
             c.arg("-u")

@@ -56,7 +56,7 @@ pub async fn failover(
     let cycle = c.launcher.renew_interval();
     tokio::time::sleep(cycle.mul_f64(fastrand::f64())).await;
     let leader = c.settle(settle_within).await.unwrap_or(leader);
-    let mut old = c.take(&leader);
+    let old = c.take(&leader);
     if !graceful {
         c.sampler.remove(&leader);
     }

@@ -45,11 +45,11 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use fastrand::Rng;
 use leaderd::election::record::micro_time;
-use leaderd_testkit::testserver::TestServer;
+use leaderd_testkit::harness::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 use check::{Calm, Input, Report, Version};
-use procs::{lock, Ask, Clock, Launch, Proc, Record};
+use procs::{lock, Ask, Clock, Proc, Record, Watch};
 
 const NS: &str = "default";
 const LEASE: &str = "chaos";
@@ -235,10 +235,10 @@ fn target_dir() -> PathBuf {
 
 /// The runner's state.
 struct Runner {
-    server: Arc<TestServer>,
-    dir: tempfile::TempDir,
+    /// The test server and the kubeconfigs; its candidates are kept in `procs`, not sampled
+    /// by its sampler (each process has its own poller, see `procs.rs`).
+    cluster: Cluster,
     logs: PathBuf,
-    bin: PathBuf,
     libfaketime: Option<PathBuf>,
     drift: Drift,
     sample_period: Duration,
@@ -323,20 +323,20 @@ impl Runner {
         let gen = self.slots[slot].len() + 1;
         let label = format!("{name}#{gen}");
         let clock = self.pick_clock(slot);
-        let yaml = self.server.kubeconfig_yaml(&name, NS);
-        let launch = Launch {
-            bin: self.bin.clone(),
-            kubeconfig: procs::kubeconfig(self.dir.path(), &yaml, &name)?,
-            lease: LEASE.into(),
-            namespace: NS.into(),
-            identity: name.clone(),
-            timing: (D, R, P),
-            clock: clock.clone(),
-            libfaketime: self.libfaketime.clone(),
-            log_path: self.logs.join(format!("{name}-{gen}.log")),
+        let spec = self.cluster.spec(&name, &[])?;
+        let watch = Watch {
+            t0: self.t0,
             sample_period: self.sample_period,
+            log_path: self.logs.join(format!("{name}-{gen}.log")),
         };
-        let p = procs::spawn(label.clone(), &launch, self.t0).await?;
+        let p = procs::spawn(
+            label.clone(),
+            spec,
+            clock.clone(),
+            self.libfaketime.as_deref(),
+            watch,
+        )
+        .await?;
         self.note(&format!("start {label} ({})", clock.label()));
         self.slots[slot].push(self.procs.len());
         self.procs.push(p);
@@ -360,7 +360,7 @@ impl Runner {
     }
 
     fn current_lease(&mut self) -> Option<Value> {
-        let l = self.server.lease(NS, LEASE)?;
+        let l = self.cluster.server.lease(NS, LEASE)?;
         if let Some(t) = l
             .get("spec")
             .and_then(|s| s.get("leaseTransitions"))
@@ -405,7 +405,7 @@ impl Runner {
                 };
                 let name = Self::name(slot);
                 let d = Duration::from_millis(self.rng.u64(500..6000));
-                self.server.partition(&name);
+                self.cluster.server.partition(&name);
                 self.count("partition");
                 self.note(&format!("partition {name} for {d:?}"));
                 self.undo.push((now + d, Undo::Heal(name)));
@@ -417,7 +417,7 @@ impl Runner {
                 let name = Self::name(slot);
                 let lat = Duration::from_millis(self.rng.u64(100..=2000));
                 let d = Duration::from_millis(self.rng.u64(2000..10000));
-                self.server.set_latency(&name, lat);
+                self.cluster.server.set_latency(&name, lat);
                 self.phase_latency = self.phase_latency.max(lat);
                 self.count("slow API");
                 self.note(&format!("slow {name}: +{lat:?} per call for {d:?}"));
@@ -432,7 +432,9 @@ impl Runner {
                     self.choose_target(true).map(Self::name)
                 };
                 let d = Duration::from_millis(self.rng.u64(2000..8000));
-                self.server.set_error_rate(who.as_deref(), rate, status);
+                self.cluster
+                    .server
+                    .set_error_rate(who.as_deref(), rate, status);
                 self.count(format!("API errors {status}"));
                 self.note(&format!(
                     "{:.0}% of {} answered {status} for {d:?}",
@@ -443,7 +445,7 @@ impl Runner {
             }
             "delete" => {
                 self.current_lease();
-                if self.server.delete_lease(NS, LEASE) {
+                if self.cluster.server.delete_lease(NS, LEASE) {
                     self.count("foreign: delete Lease");
                     self.note("delete the Lease");
                 }
@@ -460,7 +462,7 @@ impl Runner {
                     "acquireTime": now, "renewTime": now,
                     "leaseTransitions": self.max_epoch + 1,
                 });
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count("foreign: other holder");
                 self.note(&format!("foreign write: holder {ghost}"));
             }
@@ -512,7 +514,7 @@ impl Runner {
                     }
                 };
                 l["spec"] = spec;
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count(format!("foreign: garbage ({what})"));
                 self.note(&format!("foreign write: garbage ({what})"));
             }
@@ -552,7 +554,7 @@ impl Runner {
                         "fake holder priority"
                     }
                 };
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count(format!("foreign: annotations ({what})"));
                 self.note(&format!("foreign write: annotations only ({what})"));
             }
@@ -567,7 +569,7 @@ impl Runner {
                 }
                 l["metadata"]["annotations"]["leaderd.io/released-by"] = json!("ghost");
                 l["spec"]["holderIdentity"] = json!("");
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count("foreign: forged release");
                 self.note("foreign write: forged release marker on an empty holder");
             }
@@ -579,11 +581,11 @@ impl Runner {
     async fn do_undo(&mut self, u: Undo) -> anyhow::Result<()> {
         match u {
             Undo::Heal(n) => {
-                self.server.heal(&n);
+                self.cluster.server.heal(&n);
                 self.note(&format!("heal {n}"));
             }
-            Undo::Unslow(n) => self.server.set_latency(&n, Duration::ZERO),
-            Undo::ErrorsOff(n) => self.server.set_error_rate(n.as_deref(), 0.0, 500),
+            Undo::Unslow(n) => self.cluster.server.set_latency(&n, Duration::ZERO),
+            Undo::ErrorsOff(n) => self.cluster.server.set_error_rate(n.as_deref(), 0.0, 500),
             Undo::Restart(slot) => {
                 if self.alive(slot) {
                     // Still shutting down: try again shortly.
@@ -619,7 +621,7 @@ impl Runner {
 
     /// Clear every fault, restart the dead, and wait for a leader. Returns the window.
     async fn calm(&mut self, extra: Duration) -> anyhow::Result<Calm> {
-        self.server.clear_faults();
+        self.cluster.server.clear_faults();
         let start = Instant::now();
         self.note("calm: faults cleared");
         let pending: Vec<(Instant, Undo)> = std::mem::take(&mut self.undo);
@@ -712,30 +714,24 @@ fn exp(rng: &mut Rng, mean: Duration) -> Duration {
 async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     let name = "preflight";
     let lease = "chaos-preflight";
-    r.server.put_raw(
+    r.cluster.server.put_raw(
         NS,
         lease,
         json!({"metadata": {"annotations": {"leaderd.io/released-by": "chaos"}},
                "spec": {"leaseDurationSeconds": 1, "leaseTransitions": 0}}),
     );
-    let yaml = r.server.kubeconfig_yaml(name, NS);
     let clock = Clock {
         rate: 2.0,
         offset_h: -1,
     };
-    let launch = Launch {
-        bin: r.bin.clone(),
-        kubeconfig: procs::kubeconfig(r.dir.path(), &yaml, name)?,
-        lease: lease.into(),
-        namespace: NS.into(),
-        identity: name.into(),
-        timing: (D, R, P),
-        clock,
-        libfaketime: r.libfaketime.clone(),
-        log_path: r.logs.join("preflight.log"),
+    let mut spec = r.cluster.spec(name, &[])?;
+    spec.lease = lease.into();
+    let watch = Watch {
+        t0: r.t0,
         sample_period: Duration::from_millis(50),
+        log_path: r.logs.join("preflight.log"),
     };
-    let mut p = procs::spawn(name.into(), &launch, r.t0).await?;
+    let mut p = procs::spawn(name.into(), spec, clock, r.libfaketime.as_deref(), watch).await?;
     let t = Instant::now();
     while !lock(&p.record).leading_now() && t.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -748,6 +744,7 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     let window = Duration::from_secs(3);
     tokio::time::sleep(window).await;
     let renewals = r
+        .cluster
         .server
         .requests()
         .iter()
@@ -819,8 +816,16 @@ async fn run(a: Args) -> anyhow::Result<Verdict> {
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
 
-    let server = Arc::new(TestServer::start().await?);
-    let mut changes = server.lease_changes();
+    let mut options = ClusterOptions::new(
+        a.leaderd
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_leaderd").into()),
+        LEASE,
+    );
+    options.namespace = NS.into();
+    options.timing = (D, R, P);
+    let cluster = Cluster::start(options, 0).await?;
+    let mut changes = cluster.server.lease_changes();
     let versions: Arc<Mutex<Vec<Version>>> = Arc::default();
     let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let collector = {
@@ -840,13 +845,8 @@ async fn run(a: Args) -> anyhow::Result<Verdict> {
 
     let t0 = Instant::now();
     let mut r = Runner {
-        server: server.clone(),
-        dir: tempfile::tempdir()?,
+        cluster,
         logs: logs.clone(),
-        bin: a
-            .leaderd
-            .clone()
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_leaderd").into()),
         libfaketime,
         drift,
         sample_period: a.sample_period,

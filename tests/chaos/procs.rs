@@ -1,33 +1,31 @@
-//! leaderd processes for the chaos runner: spawned (optionally under libfaketime), killed,
-//! terminated and restarted; each one watched by four tasks that record what it says:
+//! leaderd processes for the chaos runner, on the testkit's process runner
+//! ([`leaderd_testkit::harness::Candidate`], started from the cluster's spec, optionally under
+//! libfaketime): killed, terminated and restarted; each one watched by tasks that record what
+//! it says:
 //!
 //! - a poller that asks `GET /leader` every sample period and folds the answers into runs of
 //!   leadership ([`Run`]), keeping no per-sample history (a 10-minute run takes ~300 000 samples);
-//! - an SSE reader on `GET /leader/stream` that records every `leader` event with its arrival;
-//! - a log reader that writes the process's stderr to a file and records "became leader",
+//! - an SSE reader on `GET /leader/stream` (the testkit's client) that records every `leader`
+//!   event with its arrival;
+//! - a hook on its log (which the runner also writes to a file) that records "became leader",
 //!   "stopped leading" and panics with their arrival;
-//! - an exit monitor that owns the child and reports how and when it ended.
+//! - an exit monitor that reports how and when it ended, and what the runner had asked.
 //!
 //! Every time is the checker's monotonic clock ([`std::time::Instant`]), taken on the side that
 //! keeps each bound sound (see `check.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context as _};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use anyhow::anyhow;
+use leaderd_testkit::harness::sse::EventStream;
+use leaderd_testkit::harness::{
+    get_leader, http_client, Candidate, CandidateSpec, LogFile, LogHook,
+};
 use serde_json::Value;
-use std::io::Write as _;
-
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How a process should run its clocks (libfaketime's `FAKETIME`).
@@ -73,19 +71,15 @@ pub fn find_libfaketime() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// What a process was started with.
+/// How the runner watches a process.
 #[derive(Clone, Debug)]
-pub struct Launch {
-    pub bin: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub lease: String,
-    pub namespace: String,
-    pub identity: String,
-    pub timing: (Duration, Duration, Duration),
-    pub clock: Clock,
-    pub libfaketime: Option<PathBuf>,
-    pub log_path: PathBuf,
+pub struct Watch {
+    /// The run's clock zero (log lines are stamped from it).
+    pub t0: Instant,
+    /// How often `/leader` is asked.
     pub sample_period: Duration,
+    /// Where its log goes.
+    pub log_path: PathBuf,
 }
 
 /// How a process ended.
@@ -149,6 +143,8 @@ pub struct Record {
     pub clock: Clock,
     pub started: Instant,
     pub exit: Option<Exit>,
+    /// What the runner asked of it last (recorded in `exit` when it ends).
+    asked_for: Option<Ask>,
     pub runs: Vec<Run>,
     current: Option<Run>,
     last_not_leading_sent: Option<Instant>,
@@ -233,7 +229,7 @@ pub fn lock(r: &Shared) -> MutexGuard<'_, Record> {
 pub struct Proc {
     pub record: Shared,
     pub addr: SocketAddr,
-    asks: mpsc::UnboundedSender<Ask>,
+    cand: Candidate,
     /// The runner asked it to end (it is not picked for another fault).
     pub asked: bool,
     exited: watch::Receiver<bool>,
@@ -241,13 +237,18 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Not ended (as recorded: the exit is in the record once this is false).
     pub fn alive(&self) -> bool {
         !*self.exited.borrow()
     }
 
     pub fn ask(&mut self, a: Ask) {
         self.asked = true;
-        let _ = self.asks.send(a);
+        lock(&self.record).asked_for = Some(a);
+        match a {
+            Ask::Kill9 => self.cand.kill9(),
+            Ask::Term => self.cand.signal(libc::SIGTERM),
+        }
     }
 
     /// Wait until it has ended, at most `within`; true if it did.
@@ -263,62 +264,48 @@ impl Proc {
     }
 }
 
-fn millis(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
-}
-
-/// Start a process and its watchers; returns once its API listens (at most 20 s).
-pub async fn spawn(label: String, l: &Launch, t0: Instant) -> anyhow::Result<Proc> {
-    let (d, r, p) = l.timing;
-    let mut cmd = Command::new(&l.bin);
-    cmd.args(["--lease-name", &l.lease, "--namespace", &l.namespace])
-        .args(["--identity", &l.identity])
-        .args([
-            "--lease-duration",
-            &millis(d),
-            "--renew-deadline",
-            &millis(r),
-        ])
-        .args(["--retry-period", &millis(p)])
-        .args([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--log-format", "json"])
-        .env("KUBECONFIG", &l.kubeconfig)
-        .env_remove("POD_NAME")
-        .env_remove("POD_NAMESPACE")
-        .env_remove("RUST_LOG")
-        .env_remove("LD_PRELOAD")
-        .env_remove("FAKETIME")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(ft) = l.clock.faketime() {
-        let lib = l
-            .libfaketime
-            .as_ref()
-            .ok_or_else(|| anyhow!("clock {ft} needs libfaketime (apt-get install faketime)"))?;
-        // Directly, not through the `faketime` wrapper: the wrapper forks, so a kill -9 of its
-        // pid would not reach leaderd. The rate applies to CLOCK_REALTIME and CLOCK_MONOTONIC
-        // (tokio's Instant) alike, and libfaketime scales epoll_wait timeouts to match.
-        cmd.env("LD_PRELOAD", lib).env("FAKETIME", ft);
+/// Start leaderd from `spec` (with JSON logs, under `clock`) and its watchers; returns once its
+/// API listens (at most 20 s).
+pub async fn spawn(
+    label: String,
+    mut spec: CandidateSpec,
+    clock: Clock,
+    libfaketime: Option<&Path>,
+    w: Watch,
+) -> anyhow::Result<Proc> {
+    spec.extra_args
+        .extend(["--log-format".to_string(), "json".to_string()]);
+    match clock.faketime() {
+        Some(ft) => {
+            let lib = libfaketime.ok_or_else(|| {
+                anyhow!("clock {ft} needs libfaketime (apt-get install faketime)")
+            })?;
+            // Directly, not through the `faketime` wrapper: the wrapper forks, so a kill -9 of
+            // its pid would not reach leaderd. The rate applies to CLOCK_REALTIME and
+            // CLOCK_MONOTONIC (tokio's Instant) alike, and libfaketime scales epoll_wait
+            // timeouts to match.
+            spec.env
+                .push(("LD_PRELOAD".into(), Some(lib.display().to_string())));
+            spec.env.push(("FAKETIME".into(), Some(ft)));
+        }
+        None => {
+            spec.env.push(("LD_PRELOAD".into(), None));
+            spec.env.push(("FAKETIME".into(), None));
+        }
     }
+    spec.log_file = Some(LogFile {
+        path: w.log_path.clone(),
+        t0: w.t0,
+        title: format!("{label}, clock {}", clock.label()),
+    });
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", l.bin.display()))?;
-    let pid = child.id().unwrap_or(0);
-    let stderr = child.stderr.take().expect("piped");
     let record = Arc::new(Mutex::new(Record {
-        name: l.identity.clone(),
+        name: spec.identity.clone(),
         label: label.clone(),
-        clock: l.clock.clone(),
+        clock,
         started,
         exit: None,
+        asked_for: None,
         runs: Vec::new(),
         current: None,
         last_not_leading_sent: None,
@@ -336,116 +323,38 @@ pub async fn spawn(label: String, l: &Launch, t0: Instant) -> anyhow::Result<Pro
         log_lines: 0,
         usage: Vec::new(),
     }));
+    let rec = record.clone();
+    spec.on_log = Some(LogHook::new(move |at, line| read_log(&rec, at, line)));
+    let cand = Candidate::spawn(&spec)
+        .await
+        .map_err(|e| anyhow!("{label}: {e}"))?;
+    let pid = cand.pid().unwrap_or(0);
+    let addr = cand.addr;
     let stop = CancellationToken::new();
 
-    // Log reader: to a file, and the transitions into the record.
-    let (addr_tx, mut addr_rx) = watch::channel(None::<SocketAddr>);
-    let mut file = std::fs::File::create(&l.log_path)
-        .with_context(|| format!("creating {}", l.log_path.display()))?;
-    let rec = record.clone();
-    let header = format!(
-        "# {label}: pid {pid}, clock {}, started at +{:.3}s of the run\n",
-        l.clock.label(),
-        started.duration_since(t0).as_secs_f64()
-    );
-    tokio::spawn(async move {
-        let _ = file.write_all(header.as_bytes());
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let at = Instant::now();
-            let _ = file.write_all(
-                format!("+{:.3} {line}\n", at.duration_since(t0).as_secs_f64()).as_bytes(),
-            );
-            let mut g = lock(&rec);
-            g.log_lines += 1;
-            if line.contains("panicked") {
-                g.panics.push(line.clone());
-            }
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
-            match msg {
-                "http api listening" => {
-                    let a = v
-                        .get("addr")
-                        .and_then(Value::as_str)
-                        .and_then(|a| a.parse().ok());
-                    let _ = addr_tx.send(a);
-                }
-                "became leader" => {
-                    if let Some(epoch) = v.get("epoch").and_then(Value::as_i64) {
-                        g.logs.push((at, LogEvent::Became { epoch }));
-                    }
-                }
-                "stopped leading" => {
-                    let epoch = parse_debug_option(v.get("epoch"));
-                    let reason = v
-                        .get("reason")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    g.logs.push((at, LogEvent::Stopped { epoch, reason }));
-                }
-                _ => {}
-            }
-        }
-    });
-
-    // Exit monitor: owns the child.
-    let (asks, mut ask_rx) = mpsc::unbounded_channel::<Ask>();
+    // Exit monitor: records how it ended and what had been asked, then says so.
     let (exited_tx, exited) = watch::channel(false);
+    let mut exit = cand.exit_watch();
     let rec = record.clone();
     tokio::spawn(async move {
-        let mut asked = None;
-        let status = loop {
-            tokio::select! {
-                st = child.wait() => break st,
-                Some(a) = ask_rx.recv() => {
-                    asked = Some(a);
-                    match a {
-                        Ask::Kill9 => { let _ = child.start_kill(); }
-                        // SAFETY: kill(2) on our own child's pid.
-                        Ask::Term => unsafe { libc::kill(pid as i32, libc::SIGTERM); },
-                    }
-                }
-            }
-        };
-        let at = Instant::now();
+        let e = exit.wait_for(Option::is_some).await.ok().and_then(|e| *e);
         use std::os::unix::process::ExitStatusExt;
-        let (code, signal) = match status {
-            Ok(s) => (s.code(), s.signal()),
-            Err(_) => (None, None),
-        };
-        lock(&rec).exit = Some(Exit {
-            at,
-            code,
-            signal,
-            asked,
+        let status = e.and_then(|e| e.status);
+        let mut g = lock(&rec);
+        g.exit = Some(Exit {
+            at: e.map_or_else(Instant::now, |e| e.at),
+            code: status.and_then(|s| s.code()),
+            signal: status.and_then(|s| s.signal()),
+            asked: g.asked_for,
         });
+        drop(g);
         let _ = exited_tx.send(true);
     });
-
-    let addr = match tokio::time::timeout(
-        Duration::from_secs(20),
-        addr_rx.wait_for(Option::is_some),
-    )
-    .await
-    {
-        Ok(Ok(a)) => a.expect("checked"),
-        _ => {
-            let _ = asks.send(Ask::Kill9);
-            return Err(anyhow!(
-                "{label} did not log its listening address within 20 s; see {}",
-                l.log_path.display()
-            ));
-        }
-    };
 
     tokio::spawn(poll(
         record.clone(),
         addr,
-        l.sample_period,
+        w.sample_period,
         stop.clone(),
         exited.clone(),
     ));
@@ -454,11 +363,40 @@ pub async fn spawn(label: String, l: &Launch, t0: Instant) -> anyhow::Result<Pro
     Ok(Proc {
         record,
         addr,
-        asks,
+        cand,
         asked: false,
         exited,
         stop,
     })
+}
+
+/// One log line of the process: counted, panics kept, transitions recorded with `at`.
+fn read_log(rec: &Shared, at: Instant, line: &str) {
+    let mut g = lock(rec);
+    g.log_lines += 1;
+    if line.contains("panicked") {
+        g.panics.push(line.to_string());
+    }
+    let Ok(v) = serde_json::from_str::<Value>(line) else {
+        return;
+    };
+    match v.get("message").and_then(Value::as_str).unwrap_or("") {
+        "became leader" => {
+            if let Some(epoch) = v.get("epoch").and_then(Value::as_i64) {
+                g.logs.push((at, LogEvent::Became { epoch }));
+            }
+        }
+        "stopped leading" => {
+            let epoch = parse_debug_option(v.get("epoch"));
+            let reason = v
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            g.logs.push((at, LogEvent::Stopped { epoch, reason }));
+        }
+        _ => {}
+    }
 }
 
 /// `Some(3)` (tracing's Debug of an Option) or a number → the number.
@@ -473,17 +411,6 @@ fn parse_debug_option(v: Option<&Value>) -> Option<i64> {
     }
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
-
-async fn get_json(client: &HttpClient, uri: &http::Uri) -> Option<Value> {
-    let res = client.get(uri.clone()).await.ok()?;
-    if !res.status().is_success() {
-        return None;
-    }
-    let body = res.into_body().collect().await.ok()?.to_bytes();
-    serde_json::from_slice(&body).ok()
-}
-
 /// Ask `/leader` every `period` (one request in flight; a slow answer delays the next).
 async fn poll(
     rec: Shared,
@@ -492,10 +419,7 @@ async fn poll(
     stop: CancellationToken,
     exited: watch::Receiver<bool>,
 ) {
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1)
-        .build_http();
-    let uri: http::Uri = format!("http://{addr}/leader").parse().expect("uri");
+    let client = http_client();
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -507,23 +431,16 @@ async fn poll(
             return;
         }
         let sent = Instant::now();
-        let answer = tokio::time::timeout(Duration::from_secs(1), get_json(&client, &uri))
+        let answer = tokio::time::timeout(Duration::from_secs(1), get_leader(&client, addr))
             .await
             .ok()
-            .flatten();
+            .and_then(Result::ok);
         let recv = Instant::now();
-        let parsed = answer.as_ref().map(|v| {
-            (
-                v.get("is_leader").and_then(Value::as_bool).unwrap_or(false),
-                v.get("epoch").and_then(Value::as_i64),
-            )
-        });
         let mut g = lock(&rec);
-        if let (Some(v), Some((l, e))) = (&answer, parsed) {
-            let leader = v.get("leader").and_then(Value::as_str).map(str::to_string);
-            g.latest = Some((l, e, leader));
+        if let Some(v) = &answer {
+            g.latest = Some((v.is_leader, v.epoch, v.leader.clone()));
         }
-        g.sample(sent, recv, parsed);
+        g.sample(sent, recv, answer.map(|v| (v.is_leader, v.epoch)));
     }
 }
 
@@ -534,8 +451,6 @@ async fn sse(
     stop: CancellationToken,
     exited: watch::Receiver<bool>,
 ) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let uri: http::Uri = format!("http://{addr}/leader/stream").parse().expect("uri");
     let mut first = true;
     while !stop.is_cancelled() && !*exited.borrow() {
         if !first {
@@ -543,49 +458,26 @@ async fn sse(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         first = false;
-        let res = tokio::select! {
+        let opened = tokio::select! {
             _ = stop.cancelled() => return,
-            r = client.get(uri.clone()) => r,
+            s = EventStream::open(addr) => s,
         };
-        let Ok(res) = res else { continue };
-        let mut body = res.into_body();
-        let mut buf: Vec<u8> = Vec::new();
+        let Ok(mut events) = opened else { continue };
         loop {
-            let frame = tokio::select! {
+            let next = tokio::select! {
                 _ = stop.cancelled() => return,
-                f = body.frame() => f,
+                n = events.next_leader() => n,
             };
-            let Some(Ok(frame)) = frame else { break };
-            let at = Instant::now();
-            let Ok(data) = frame.into_data() else {
-                continue;
+            let Ok(Some((view, arrival))) = next else {
+                break;
             };
-            buf.extend_from_slice(&data);
-            while let Some(end) = find(&buf, b"\n\n") {
-                let block: Vec<u8> = buf.drain(..end + 2).collect();
-                let text = String::from_utf8_lossy(&block);
-                if !text.lines().any(|l| l == "event: leader") {
-                    continue;
-                }
-                let data: String = text
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
-                if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                    lock(&rec).sse.push(SseEvent {
-                        at,
-                        is_leader: v.get("is_leader").and_then(Value::as_bool).unwrap_or(false),
-                        epoch: v.get("epoch").and_then(Value::as_i64),
-                    });
-                }
-            }
+            lock(&rec).sse.push(SseEvent {
+                at: arrival.at,
+                is_leader: view.is_leader,
+                epoch: view.epoch,
+            });
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// VmRSS (KiB) and the number of open fds of `pid`.
@@ -609,11 +501,4 @@ async fn usage(rec: Shared, pid: u32, stop: CancellationToken) {
             lock(&rec).usage.push((Instant::now(), rss, fds));
         }
     }
-}
-
-/// Write a kubeconfig for `token` into `dir`.
-pub fn kubeconfig(dir: &Path, yaml: &str, token: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(format!("kubeconfig-{token}.yaml"));
-    std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
 }
