@@ -971,7 +971,7 @@ async fn run(a: Args) -> anyhow::Result<Verdict> {
         violations: rep.violations.len(),
         line: format!(
             "{} tenures, {} faults, seed {seed}, {} of chaos, {n} candidates, drift {}",
-            rep.claims,
+            rep.tenures,
             r.counts.values().sum::<u64>(),
             humantime::format_duration(Duration::from_secs(chaos_time.as_secs())),
             format!("{drift:?}").to_lowercase()
@@ -1057,12 +1057,12 @@ impl Summary<'_> {
             println!("  {v:5}  {k}");
         }
         println!(
-            "              {} SSE events ({} is_leader changes), {} sampled leadership runs, {} Lease versions committed",
-            rep.sse_events, rep.sse_transitions, rep.sampled_runs, self.versions
+            "              {} SSE events ({} is_leader changes), {} sampled tenures, {} Lease versions committed",
+            rep.sse_events, rep.sse_transitions, rep.sampled_tenures, self.versions
         );
         println!(
             "epochs:       {} tenures, epochs {:?} → {:?}, {} resets excused (fresh process after a deletion)",
-            rep.claims,
+            rep.tenures,
             rep.first_epoch,
             rep.last_epoch,
             rep.epoch_resets_excused.len()
@@ -1140,9 +1140,9 @@ impl Summary<'_> {
             "processes": {"started": self.records.len(), "killed": killed, "terminated": termed, "other_exits": other},
             "transitions": self.stops(),
             "sse_events": rep.sse_events,
-            "sampled_runs": rep.sampled_runs,
+            "sampled_tenures": rep.sampled_tenures,
             "lease_versions": self.versions,
-            "tenures": rep.claims,
+            "tenures": rep.tenures,
             "epochs": [rep.first_epoch, rep.last_epoch],
             "epoch_resets_excused": rep.epoch_resets_excused,
             "handovers": rep.handovers,

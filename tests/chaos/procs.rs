@@ -3,8 +3,9 @@
 //! libfaketime): killed, terminated and restarted; each one watched by tasks that record what
 //! it says:
 //!
-//! - a poller that asks `GET /leader` every sample period and folds the answers into runs of
-//!   leadership ([`Run`]), keeping no per-sample history (a 10-minute run takes ~300 000 samples);
+//! - a poller that asks `GET /leader` every sample period and folds the answers into sampled
+//!   tenures ([`SampledTenure`]), keeping no per-sample history (a 10-minute run takes ~300 000
+//!   samples);
 //! - an SSE reader on `GET /leader/stream` (the testkit's client) that records every `leader`
 //!   event with its arrival;
 //! - a hook on its log (which the runner also writes to a file) that records "became leader",
@@ -102,9 +103,12 @@ pub enum Ask {
     Term,
 }
 
-/// A run of consecutive `/leader` answers with `is_leader: true` under one epoch.
+/// A sampled tenure: a run of consecutive `/leader` answers with `is_leader: true` under one
+/// epoch, with the bounds the answers around it give (the harness's
+/// `leaderd_testkit::harness::SampledTenure` is the same idea, kept per sample; this one is
+/// folded as the answers come).
 #[derive(Clone, Debug)]
-pub struct Run {
+pub struct SampledTenure {
     pub epoch: Option<i64>,
     /// The request time of the last answer before the run (not leading, or leading under
     /// another epoch): the claim began after it.
@@ -145,8 +149,8 @@ pub struct Record {
     pub exit: Option<Exit>,
     /// What the runner asked of it last (recorded in `exit` when it ends).
     asked_for: Option<Ask>,
-    pub runs: Vec<Run>,
-    current: Option<Run>,
+    pub sampled: Vec<SampledTenure>,
+    current: Option<SampledTenure>,
     last_not_leading_sent: Option<Instant>,
     pub latest: Option<(bool, Option<i64>, Option<String>)>,
     pub samples: u64,
@@ -190,10 +194,10 @@ impl Record {
         if let Some(mut r) = self.current.take() {
             r.after = Some(recv);
             before = Some(r.last_sent);
-            self.runs.push(r);
+            self.sampled.push(r);
         }
         if leading {
-            self.current = Some(Run {
+            self.current = Some(SampledTenure {
                 epoch,
                 before,
                 first_recv: recv,
@@ -206,9 +210,9 @@ impl Record {
         }
     }
 
-    /// Every run, the open one included.
-    pub fn all_runs(&self) -> Vec<Run> {
-        let mut v = self.runs.clone();
+    /// Every sampled tenure, the open one included.
+    pub fn sampled_tenures(&self) -> Vec<SampledTenure> {
+        let mut v = self.sampled.clone();
         v.extend(self.current.clone());
         v
     }
@@ -306,7 +310,7 @@ pub async fn spawn(
         started,
         exit: None,
         asked_for: None,
-        runs: Vec::new(),
+        sampled: Vec::new(),
         current: None,
         last_not_leading_sent: None,
         latest: None,
