@@ -57,6 +57,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
 use leaderd::status::LeaderView;
+use leaderd_testkit::harness::runtime;
 use leaderd_testkit::harness::sse::{EventStream, Frame};
 use leaderd_testkit::harness::{
     get, get_leader, http_client, write_kubeconfig, Candidate, CandidateSpec,
@@ -113,26 +114,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.filter.as_deref().is_some_and(|f| !"sse".contains(f)) {
+    if runtime::filtered_out("sse", args.filter.as_deref()) {
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sse bench: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sse bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime::main("sse bench", 0, run(args))
 }
 
 /// The settings after defaults.

@@ -54,6 +54,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use leaderd_testkit::harness::runtime;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -128,31 +129,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args
-        .filter
-        .as_deref()
-        .is_some_and(|f| !"compare".contains(f))
-    {
+    if runtime::filtered_out("compare", args.filter.as_deref()) {
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("compare: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("compare: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime::main("compare", 2, run(args))
 }
 
 /// The settings after defaults.

@@ -45,7 +45,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use fastrand::Rng;
 use leaderd::election::record::micro_time;
-use leaderd_testkit::harness::{Cluster, ClusterOptions};
+use leaderd_testkit::harness::{runtime, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 use check::{Calm, Input, Report, Version};
@@ -183,22 +183,18 @@ const WEIGHTS: [f64; 10] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5];
 fn main() -> ExitCode {
     let no_arguments = std::env::args_os().len() == 1;
     let mut args = Args::parse();
-    if args.filter.as_deref().is_some_and(|f| !"chaos".contains(f)) {
+    if runtime::filtered_out("chaos", args.filter.as_deref()) {
         return ExitCode::SUCCESS;
     }
     args.quiet |= no_arguments || std::env::var_os("CHAOS_QUIET").is_some();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let verdict = match runtime::block_on(2, run(args)) {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("chaos: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(args)) {
+    match verdict {
         Ok(Verdict {
             violations: 0,
             line,

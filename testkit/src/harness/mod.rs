@@ -9,7 +9,8 @@
 //! - [`sampler`]: [`Sampler`], every candidate's `/leader` polled continuously;
 //! - [`tenures`]: [`SampledTenure`]s from the samples and the safety [`check`] over them;
 //! - [`sse`]: the one client of `GET /leader/stream` (Server-Sent Events);
-//! - [`http`], [`kubeconfig`], [`procfs`]: plain GETs, the kubeconfig writer, /proc figures.
+//! - [`http`], [`kubeconfig`], [`procfs`]: plain GETs, the kubeconfig writer, /proc figures;
+//! - [`runtime`]: the `main` of the benchmarks and the chaos runner (name filter, tokio).
 //!
 //! Candidates reach the server through a kubeconfig, so the same scenarios can point at the
 //! project's test server or at a real kube-apiserver.
@@ -19,6 +20,7 @@ pub mod http;
 pub mod kubeconfig;
 pub mod process;
 pub mod procfs;
+pub mod runtime;
 pub mod sampler;
 pub mod sse;
 pub mod tenures;
