@@ -143,7 +143,8 @@ struct Args {
     #[arg(hide = true)]
     filter: Option<String>,
     /// libtest's flags, which `cargo test -- ...` passes to every test target: accepted and
-    /// ignored.
+    /// ignored, but for `--list` (it lists itself) and `--ignored` (it is not an ignored test,
+    /// so it does not run).
     #[command(flatten)]
     libtest: LibtestFlags,
 }
@@ -164,6 +165,13 @@ struct LibtestFlags {
     exact: bool,
     #[arg(long, hide = true)]
     include_ignored: bool,
+    #[arg(long, hide = true)]
+    ignored: bool,
+    #[arg(long, hide = true)]
+    format: Option<String>,
+    /// List the one test (`chaos: test`, libtest's terse format) and exit.
+    #[arg(long, hide = true)]
+    list: bool,
 }
 
 const KINDS: [&str; 10] = [
@@ -183,7 +191,11 @@ const WEIGHTS: [f64; 10] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5];
 fn main() -> ExitCode {
     let no_arguments = std::env::args_os().len() == 1;
     let mut args = Args::parse();
-    if runtime::filtered_out("chaos", args.filter.as_deref()) {
+    if runtime::filtered_out("chaos", args.filter.as_deref()) || args.libtest.ignored {
+        return ExitCode::SUCCESS;
+    }
+    if args.libtest.list {
+        println!("chaos: test");
         return ExitCode::SUCCESS;
     }
     args.quiet |= no_arguments || std::env::var_os("CHAOS_QUIET").is_some();
