@@ -265,14 +265,18 @@ impl Candidate {
                 let addr = a.0.expect("checked");
                 (addr, a.1.unwrap_or(addr))
             }
-            _ => {
+            found => {
                 let _ = control.send(Control::Kill);
                 let logs = logs.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
                 let file = log_file.map_or(String::new(), |l| {
                     format!(" (also in {})", l.path.display())
                 });
+                let what = match found {
+                    Ok(_) => "closed its log (it ended) before it listened",
+                    Err(_) => "did not start listening within 20 s",
+                };
                 return Err(io::Error::other(format!(
-                    "{name} did not start listening within 20 s; its log{file}:\n{logs}"
+                    "{name} {what}; its log{file}:\n{logs}"
                 )));
             }
         };
@@ -368,4 +372,98 @@ async fn own(
         at: Instant::now(),
         status: status.ok(),
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    /// A stand-in for leaderd: logs its listen lines and `$GREETING`, then waits.
+    fn fake_leaderd(dir: &std::path::Path) -> PathBuf {
+        let bin = dir.join("fake-leaderd");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'http api listening addr=127.0.0.1:9' >&2\n\
+             echo 'metrics listening addr=127.0.0.1:10' >&2\n\
+             echo \"greeting=${GREETING:-none} pod=${POD_NAME:-none}\" >&2\nexec sleep 30\n",
+        )
+        .expect("write script");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        bin
+    }
+
+    #[tokio::test]
+    async fn runs_with_its_env_and_log_and_reports_signals_and_kills() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let t0 = Instant::now();
+        let (lines_tx, mut lines) = mpsc::unbounded_channel();
+        let mut spec = CandidateSpec::new(
+            fake_leaderd(dir.path()),
+            dir.path().join("kubeconfig"),
+            "l",
+            "ns",
+            "c1",
+            (
+                Duration::from_secs(3),
+                Duration::from_secs(2),
+                Duration::from_millis(250),
+            ),
+        );
+        spec.env = vec![
+            ("GREETING".into(), Some("hello".into())),
+            ("POD_NAME".into(), None),
+        ];
+        spec.log_file = Some(LogFile {
+            path: dir.path().join("c1.log"),
+            t0,
+            title: "c1#1".into(),
+        });
+        spec.on_log = Some(LogHook::new(move |_, line| {
+            let _ = lines_tx.send(line.to_string());
+        }));
+        let c = Candidate::spawn(&spec).await.expect("starts");
+        let greeting = "greeting=hello pod=none".to_string();
+        // The hook sees every line, the greeting after the listen lines.
+        let mut hooked = Vec::new();
+        while !hooked.contains(&greeting) {
+            let line = timeout(Duration::from_secs(5), lines.recv()).await;
+            hooked.push(line.expect("a line").expect("open"));
+        }
+        assert!(c.logs().contains(&greeting), "{:?}", c.logs());
+        assert_eq!(c.addr, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(c.metrics_addr, "127.0.0.1:10".parse().unwrap());
+        assert!(c.pid().is_some() && c.exit().is_none());
+        c.signal(libc::SIGTERM);
+        let status = c.wait_exit(Duration::from_secs(5)).await.expect("exits");
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        let exit = c.exit().expect("recorded");
+        assert!(exit.at > t0);
+        assert!(c.pid().is_none(), "no pid once reaped");
+        c.signal(libc::SIGKILL); // after the exit: nothing to signal, no harm
+        let file = std::fs::read_to_string(dir.path().join("c1.log")).expect("log file");
+        assert!(file.starts_with("# c1#1: pid "), "{file}");
+        assert!(file.contains(&format!(" {greeting}\n")), "{file}");
+
+        let c = Candidate::spawn(&spec).await.expect("starts again");
+        c.kill9();
+        let status = c.wait_exit(Duration::from_secs(5)).await.expect("exits");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn a_process_that_ends_before_it_listens_is_an_error_at_once_with_its_log() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'no listening here' >&2; exit 3"]);
+        let started = std::time::Instant::now();
+        let err = match Candidate::spawn_command("quiet", cmd).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("it never listened"),
+        };
+        assert!(err.contains("no listening here"), "{err}");
+        // Its log ends with it: no need to wait out the 20 s.
+        assert!(started.elapsed() < Duration::from_secs(10), "{err}");
+    }
 }
