@@ -1,4 +1,4 @@
-//! Regression tests for what the chaos runner (`bench/chaos.rs`) found, on the real binary
+//! Regression tests for what the chaos runner (`tests/chaos/`) found, on the real binary
 //! against the Lease API test server. See docs/reliability.md.
 
 mod common;
@@ -39,7 +39,7 @@ fn one_candidate_per_epoch(c: &Cluster, context: &str) {
     }
 }
 
-/// Found by `cargo bench --bench chaos -- --seed 42 --duration 10m` (c1#1 at +593 s): a
+/// Found by the chaos runner with `--seed 42 --duration 10m` (c1#1 at +593 s): a
 /// partitioned leader lost its lease to another candidate; the Lease was then deleted by a
 /// foreign writer; on the heal, the old leader's held PUT (an acquisition of its own lapsed
 /// record, with its old resourceVersion) met no object, and the apiserver created the Lease

@@ -128,10 +128,11 @@ struct Args {
     /// run safe from rebuilds of target/ while it runs.
     #[arg(long)]
     leaderd: Option<PathBuf>,
-    /// Where to write the JSON summary (default `$CARGO_TARGET_DIR/bench/chaos.json`).
+    /// Where to write the JSON summary (default `<target>/bench/chaos.json`, in the cargo
+    /// target directory leaderd was built in).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Where to write the candidates' logs (default `$CARGO_TARGET_DIR/bench/chaos-logs`).
+    /// Where to write the candidates' logs (default `<target>/bench/chaos-logs`).
     #[arg(long)]
     logs: Option<PathBuf>,
     /// Only the summary, no line per fault (also when `CHAOS_QUIET` is set, or with no
