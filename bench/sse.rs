@@ -104,17 +104,13 @@ struct Args {
     /// Where to write the JSON results [bench: target/bench/sse.json, smoke: nowhere].
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Passed by `cargo bench`; without it this is a quick smoke run.
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// A benchmark-name filter (as `cargo bench FILTER` passes it): runs only if it matches "sse".
-    #[arg(hide = true)]
-    filter: Option<String>,
+    #[command(flatten)]
+    cargo: runtime::BenchArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if runtime::filtered_out("sse", args.filter.as_deref()) {
+    if args.cargo.filtered_out("sse") {
         return ExitCode::SUCCESS;
     }
     runtime::main("sse bench", 0, run(args))
@@ -133,7 +129,7 @@ struct Config {
 
 impl Config {
     fn from(a: Args) -> anyhow::Result<Config> {
-        let smoke = !a.bench;
+        let smoke = !a.cargo.bench;
         let streams = a.streams.unwrap_or(if smoke { 20 } else { 1000 });
         let idle = a.idle.unwrap_or(if smoke {
             Duration::from_secs(1)

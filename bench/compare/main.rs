@@ -119,17 +119,13 @@ struct Args {
     /// Where to write the JSON results [<target>/bench/compare.json].
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Passed by `cargo bench`; without it this is the smoke run.
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// A benchmark-name filter (as `cargo bench FILTER` passes it): runs only if it matches.
-    #[arg(hide = true)]
-    filter: Option<String>,
+    #[command(flatten)]
+    cargo: runtime::BenchArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if runtime::filtered_out("compare", args.filter.as_deref()) {
+    if args.cargo.filtered_out("compare") {
         return ExitCode::SUCCESS;
     }
     runtime::main("compare", 2, run(args))
@@ -154,7 +150,7 @@ struct Config {
 
 impl Config {
     fn from(a: Args) -> anyhow::Result<Config> {
-        let smoke = a.smoke || !a.bench;
+        let smoke = a.smoke || !a.cargo.bench;
         let pick = |v: Option<Duration>, bench: u64, smoke_v: u64| {
             v.unwrap_or(Duration::from_secs(if smoke { smoke_v } else { bench }))
         };

@@ -1,10 +1,31 @@
 //! The `main` of the targets that run without libtest's harness (the benchmarks and the chaos
-//! runner): the name filter cargo passes them, and the tokio runtime they run on.
+//! runner): the arguments cargo passes them, and the tokio runtime they run on.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::io;
 use std::process::ExitCode;
+
+/// What `cargo bench` passes to a benchmark without libtest's harness (and `cargo test --bench`
+/// does not): `--bench`, and the name filter if one was given. Flatten it into the
+/// benchmark's flags.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Passed by `cargo bench`; without it (as `cargo test --bench NAME` runs it) the benchmark
+    /// is its smoke run.
+    #[arg(long, hide = true)]
+    pub bench: bool,
+    /// A benchmark-name filter (as `cargo bench FILTER` passes it): runs only if it matches.
+    #[arg(hide = true)]
+    pub filter: Option<String>,
+}
+
+impl BenchArgs {
+    /// Whether the filter leaves out the benchmark called `name`.
+    pub fn filtered_out(&self, name: &str) -> bool {
+        filtered_out(name, self.filter.as_deref())
+    }
+}
 
 /// Whether `filter` (what `cargo bench FILTER` or `cargo test FILTER` passes to every target)
 /// leaves out the target called `name`.
