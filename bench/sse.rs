@@ -13,9 +13,9 @@
 //!    takes it at once and then renews it every retry period (the defaults: 15 s / 10 s / 2 s),
 //!    as a real leader does. Renewals are part of "idle": each one republishes the leader state.
 //! 2. Baseline window (`--baseline`, default = `--idle`): the sidecar's own idle CPU, no streams.
-//! 3. N connections (`--streams`, default 1000) open `/leader/stream` (raw TCP, a minimal
-//!    HTTP/1.1 request, an incremental chunked + SSE parser), at most `--connect-concurrency` at
-//!    a time; we wait until every one has received its first `leader` event.
+//! 3. N connections (`--streams`, default 1000) open `/leader/stream` (the testkit's SSE client,
+//!    `harness::sse`: raw TCP, a minimal HTTP/1.1 request, an incremental chunked + SSE
+//!    parser), at most `--connect-concurrency` at a time; we wait until every one has received its first `leader` event.
 //! 4. Idle window (`--idle`, default 20 s): nothing changes. Sidecar RSS (`VmRSS` of
 //!    `/proc/PID/status`) and CPU (utime + stime of `/proc/PID/stat`) are read before and after
 //!    each step; per stream: RSS delta / N, and (CPU in the idle window - CPU in the baseline
@@ -57,13 +57,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, bail, Context as _};
 use clap::Parser;
 use leaderd::status::LeaderView;
+use leaderd_testkit::harness::runtime;
+use leaderd_testkit::harness::sse::{EventStream, Frame};
 use leaderd_testkit::harness::{
     get, get_leader, http_client, write_kubeconfig, Candidate, CandidateSpec,
 };
 use leaderd_testkit::testserver::TestServer;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
@@ -104,36 +104,16 @@ struct Args {
     /// Where to write the JSON results [bench: target/bench/sse.json, smoke: nowhere].
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Passed by `cargo bench`; without it this is a quick smoke run.
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// A benchmark-name filter (as `cargo bench FILTER` passes it): runs only if it matches "sse".
-    #[arg(hide = true)]
-    filter: Option<String>,
+    #[command(flatten)]
+    cargo: runtime::BenchArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if args.filter.as_deref().is_some_and(|f| !"sse".contains(f)) {
+    if args.cargo.filtered_out("sse") {
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sse bench: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sse bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    runtime::main("sse bench", 0, run(args))
 }
 
 /// The settings after defaults.
@@ -149,7 +129,7 @@ struct Config {
 
 impl Config {
     fn from(a: Args) -> anyhow::Result<Config> {
-        let smoke = !a.bench;
+        let smoke = !a.cargo.bench;
         let streams = a.streams.unwrap_or(if smoke { 20 } else { 1000 });
         let idle = a.idle.unwrap_or(if smoke {
             Duration::from_secs(1)
@@ -233,153 +213,6 @@ enum Msg {
     Failed { stream: usize, error: String },
 }
 
-/// Incremental parser of the response to `GET /leader/stream`: the head, the body (chunked or
-/// close-delimited) and the SSE frames in it.
-#[derive(Default)]
-struct SseParser {
-    raw: Vec<u8>,
-    head_done: bool,
-    chunked: bool,
-    /// None: a chunk-size line is next; Some(n): n data bytes, then CRLF.
-    chunk_left: Option<usize>,
-    body: Vec<u8>,
-    ended: bool,
-}
-
-/// One SSE frame.
-#[derive(Debug, PartialEq)]
-enum Frame {
-    Event {
-        name: String,
-        data: String,
-    },
-    /// Only comments (the keep-alive).
-    Comment,
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-impl SseParser {
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), String> {
-        self.raw.extend_from_slice(bytes);
-        if !self.head_done {
-            let Some(end) = find(&self.raw, b"\r\n\r\n") else {
-                if self.raw.len() > 16 * 1024 {
-                    return Err("no end of the response head in 16 KiB".into());
-                }
-                return Ok(());
-            };
-            let head = String::from_utf8_lossy(&self.raw[..end]).into_owned();
-            let mut lines = head.split("\r\n");
-            let status = lines.next().unwrap_or_default();
-            if !status.starts_with("HTTP/1.1 200") {
-                return Err(format!("answered {status:?}"));
-            }
-            let mut sse = false;
-            for line in lines {
-                let Some((k, v)) = line.split_once(':') else {
-                    continue;
-                };
-                let v = v.trim();
-                if k.eq_ignore_ascii_case("transfer-encoding") {
-                    self.chunked = v.eq_ignore_ascii_case("chunked");
-                } else if k.eq_ignore_ascii_case("content-type") {
-                    sse = v.starts_with("text/event-stream");
-                }
-            }
-            if !sse {
-                return Err(format!("not text/event-stream: {head:?}"));
-            }
-            self.raw.drain(..end + 4);
-            self.head_done = true;
-        }
-        if self.chunked {
-            self.dechunk()?;
-        } else {
-            self.body.append(&mut self.raw);
-        }
-        self.frames(out);
-        Ok(())
-    }
-
-    fn dechunk(&mut self) -> Result<(), String> {
-        let mut pos = 0;
-        while !self.ended {
-            let avail = &self.raw[pos..];
-            match self.chunk_left {
-                None => {
-                    let Some(eol) = find(avail, b"\r\n") else {
-                        break;
-                    };
-                    let line = String::from_utf8_lossy(&avail[..eol]);
-                    let hex = line.split(';').next().unwrap_or_default().trim();
-                    let n = usize::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad chunk size line {line:?}"))?;
-                    pos += eol + 2;
-                    if n == 0 {
-                        self.ended = true;
-                    } else {
-                        self.chunk_left = Some(n);
-                    }
-                }
-                Some(0) => {
-                    if avail.len() < 2 {
-                        break;
-                    }
-                    if &avail[..2] != b"\r\n" {
-                        return Err("chunk not followed by CRLF".into());
-                    }
-                    pos += 2;
-                    self.chunk_left = None;
-                }
-                Some(n) => {
-                    let take = n.min(avail.len());
-                    if take == 0 {
-                        break;
-                    }
-                    self.body.extend_from_slice(&avail[..take]);
-                    pos += take;
-                    self.chunk_left = Some(n - take);
-                }
-            }
-        }
-        self.raw.drain(..pos);
-        Ok(())
-    }
-
-    fn frames(&mut self, out: &mut Vec<Frame>) {
-        while let Some(end) = find(&self.body, b"\n\n") {
-            let frame = String::from_utf8_lossy(&self.body[..end]).into_owned();
-            self.body.drain(..end + 2);
-            let (mut name, mut data) = (None::<String>, None::<String>);
-            for line in frame.lines() {
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "event" => name = Some(value.to_owned()),
-                    "data" => match &mut data {
-                        Some(d) => {
-                            d.push('\n');
-                            d.push_str(value);
-                        }
-                        None => data = Some(value.to_owned()),
-                    },
-                    _ => {} // comments (""), id, retry
-                }
-            }
-            out.push(match data {
-                Some(data) => Frame::Event {
-                    name: name.unwrap_or_else(|| "message".into()),
-                    data,
-                },
-                None => Frame::Comment,
-            });
-        }
-    }
-}
-
 /// One SSE client: connects (holding a `gate` permit until its first event), then reports every
 /// `leader` event until the stream ends or the task is aborted.
 async fn reader(
@@ -396,52 +229,33 @@ async fn reader(
         Ok(p) => Some(p),
         Err(_) => return,
     };
-    let mut sock = match TcpStream::connect(addr).await {
+    let mut events = match EventStream::open(addr).await {
         Ok(s) => s,
         Err(e) => return fail(format!("connect: {e}")),
     };
-    let _ = sock.set_nodelay(true);
-    let req = format!(
-        "GET /leader/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nUser-Agent: leaderd-sse-bench\r\n\r\n"
-    );
-    if let Err(e) = sock.write_all(req.as_bytes()).await {
-        return fail(format!("send request: {e}"));
-    }
-    let mut parser = SseParser::default();
-    let mut frames = Vec::new();
-    let mut buf = vec![0u8; 4096];
     let mut seq = 0u32;
     loop {
-        let n = match sock.read(&mut buf).await {
-            Ok(0) => return fail("the sidecar closed the stream".into()),
-            Ok(n) => n,
+        let (frame, arrival) = match events.next_frame().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return fail("the sidecar closed or ended the stream".into()),
             Err(e) => return fail(format!("read: {e}")),
         };
-        let (at, wall) = (Instant::now(), SystemTime::now());
-        if let Err(e) = parser.feed(&buf[..n], &mut frames) {
-            return fail(e);
-        }
-        for f in frames.drain(..) {
-            match f {
-                Frame::Event { name, data } if name == "leader" => {
-                    let _ = tx.send(Msg::Event {
-                        stream,
-                        seq,
-                        at,
-                        wall,
-                        data,
-                    });
-                    seq += 1;
-                    drop(permit.take()); // opened: let the next connection in
-                }
-                Frame::Event { .. } => {}
-                Frame::Comment => {
-                    keepalives.fetch_add(1, Ordering::Relaxed);
-                }
+        match frame {
+            Frame::Event { name, data } if name == "leader" => {
+                let _ = tx.send(Msg::Event {
+                    stream,
+                    seq,
+                    at: Instant::from_std(arrival.at),
+                    wall: arrival.wall,
+                    data,
+                });
+                seq += 1;
+                drop(permit.take()); // opened: let the next connection in
             }
-        }
-        if parser.ended {
-            return fail("the sidecar ended the stream".into());
+            Frame::Event { .. } => {}
+            Frame::Comment => {
+                keepalives.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -516,17 +330,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // it saw (design rule 5).
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let yaml = server.kubeconfig_yaml(SIDECAR, NS);
-    let spec = CandidateSpec {
-        bin: env!("CARGO_BIN_EXE_leaderd").into(),
-        kubeconfig: write_kubeconfig(dir.path(), &yaml, SIDECAR).context("writing kubeconfig")?,
-        lease: LEASE.into(),
-        namespace: NS.into(),
-        identity: SIDECAR.into(),
-        timing: TIMING,
-        // Room for every stream, the probes and the long polls.
-        extra_args: vec![format!("--http-max-connections={}", n + 64)],
-    };
-    let mut sidecar = Candidate::spawn(&spec).await.context("starting leaderd")?;
+    let mut spec = CandidateSpec::new(
+        env!("CARGO_BIN_EXE_leaderd"),
+        write_kubeconfig(dir.path(), &yaml, SIDECAR).context("writing kubeconfig")?,
+        LEASE,
+        NS,
+        SIDECAR,
+        TIMING,
+    );
+    // Room for every stream, the probes and the long polls.
+    spec.extra_args = vec![format!("--http-max-connections={}", n + 64)];
+    let sidecar = Candidate::spawn(&spec).await.context("starting leaderd")?;
     let pid = sidecar
         .pid()
         .ok_or_else(|| anyhow!("leaderd exited at once"))?;

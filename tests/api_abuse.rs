@@ -100,7 +100,7 @@ async fn elected() -> (Cluster, String, i64, SocketAddr, SocketAddr) {
 }
 
 async fn elected_with(extra: &[&str]) -> (Cluster, String, i64, SocketAddr, SocketAddr) {
-    let c = Cluster::start_with(2, extra).await;
+    let c = common::cluster_with(2, extra).await;
     let (leader, epoch) = c.leader(Duration::from_secs(10), &[]).await;
     let addr = |n: &str| c.cands.iter().find(|x| x.name == n).expect("known").addr;
     let follower = if leader == "c1" { "c2" } else { "c1" };

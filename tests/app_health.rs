@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use common::{Cluster, D, P};
-use leaderd_testkit::harness::tenures;
+use leaderd_testkit::harness::sampled_tenures;
 
 const HEALTHY: u8 = 0;
 const FAILING: u8 = 1;
@@ -83,7 +83,7 @@ impl Drop for StandIn {
 
 /// Start candidates c1..=n, each checking its own stand-in app started in `modes[i]`.
 async fn cluster(modes: &[u8], extra: &[&str]) -> (Cluster, Vec<StandIn>) {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     let mut apps = Vec::new();
     for (i, mode) in modes.iter().enumerate() {
         let app = StandIn::start(*mode).await;
@@ -211,7 +211,7 @@ async fn with_every_app_unhealthy_nobody_leads_and_the_first_to_recover_leads_wi
 async fn a_check_that_hangs_delays_no_renewal() {
     // The check may hang up to its 1 s timeout every second, and it takes 1000 failures to
     // count: the app stays "healthy" while every check hangs.
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     let app = StandIn::start(HEALTHY).await;
     let target = format!("http://{}/healthz", app.addr);
     c.spawn(
@@ -257,7 +257,7 @@ async fn an_app_that_flaps_moves_leadership_at_most_once() {
         apps[app_of(&leader)].set(HEALTHY);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let runs: Vec<_> = tenures(&c.sampler.samples())
+    let runs: Vec<_> = sampled_tenures(&c.sampler.samples())
         .into_iter()
         .filter(|t| t.to >= from)
         .collect();

@@ -1,4 +1,4 @@
-//! Regression tests for what the chaos runner (`bench/chaos.rs`) found, on the real binary
+//! Regression tests for what the chaos runner (`tests/chaos/`) found, on the real binary
 //! against the Lease API test server. See docs/reliability.md.
 
 mod common;
@@ -39,7 +39,7 @@ fn one_candidate_per_epoch(c: &Cluster, context: &str) {
     }
 }
 
-/// Found by `cargo bench --bench chaos -- --seed 42 --duration 10m` (c1#1 at +593 s): a
+/// Found by the chaos runner with `--seed 42 --duration 10m` (c1#1 at +593 s): a
 /// partitioned leader lost its lease to another candidate; the Lease was then deleted by a
 /// foreign writer; on the heal, the old leader's held PUT (an acquisition of its own lapsed
 /// record, with its old resourceVersion) met no object, and the apiserver created the Lease
@@ -51,7 +51,7 @@ fn one_candidate_per_epoch(c: &Cluster, context: &str) {
 /// waited out like anyone's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_that_recreated_a_deleted_lease_starts_no_tenure() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (mut old, mut epoch) = c.leader(D * 3, &[]).await;
     // The held PUT must be less than a call timeout (R/2) old when it meets the empty store;
     // one round in eight misses that: try up to three.
@@ -94,7 +94,7 @@ async fn a_put_that_recreated_a_deleted_lease_starts_no_tenure() {
 /// renewal's conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     c.spawn("c3", &[]).await;
     // c3 reads at start and sees no Lease; cut it off before its create (due a retry period
     // after that read).

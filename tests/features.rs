@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use common::{Cluster, D, LEASE, NS, P, R};
 use leaderd::status::LeaderView;
+use leaderd_testkit::harness::sse::EventStream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -52,21 +53,18 @@ struct Received {
 
 /// Open `/leader/stream` on `addr`; events arrive on the returned channel.
 async fn stream(addr: SocketAddr) -> mpsc::UnboundedReceiver<Received> {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req =
-        format!("GET /leader/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send");
+    let mut events = EventStream::open(addr).await.expect("connect");
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(s).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(data) = line.strip_prefix("data: ") {
-                let at = SystemTime::now();
-                if let Ok(view) = serde_json::from_str::<LeaderView>(data) {
-                    if tx.send(Received { view, at }).is_err() {
-                        return;
-                    }
-                }
+        while let Ok(Some((view, arrival))) = events.next_leader().await {
+            if tx
+                .send(Received {
+                    view,
+                    at: arrival.wall,
+                })
+                .is_err()
+            {
+                return;
             }
         }
     });
@@ -82,7 +80,7 @@ async fn next_event(rx: &mut mpsc::UnboundedReceiver<Received>, within: Duration
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_delivers_each_change_in_order_within_100ms_of_the_sidecar_seeing_it() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, _) = c.leader(D * 3, &[]).await;
     let followers: Vec<(String, SocketAddr)> = c
         .cands
@@ -170,7 +168,7 @@ async fn sse_delivers_each_change_in_order_within_100ms_of_the_sidecar_seeing_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_returns_on_change_and_on_timeout_and_readiness_follows_the_leader() {
-    let mut c = Cluster::start(2).await;
+    let mut c = common::cluster(2).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     let follower = c.cands.iter().find(|x| x.name != leader).unwrap().addr;
     let leader_addr = c.get(&leader).addr;
@@ -226,7 +224,7 @@ async fn long_poll_returns_on_change_and_on_timeout_and_readiness_follows_the_le
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_release_steps_down_and_another_takes_over_at_once() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     let addr = c.get(&leader).addr;
     let follower = c.cands.iter().find(|x| x.name != leader).unwrap().addr;
@@ -270,7 +268,7 @@ async fn label_becomes(c: &Cluster, pod: &str, value: &str, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_label_follows_the_leader() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     for name in ["c1", "c2", "c3"] {
         c.server.put_pod(NS, name, &[("app", "payouts")]);
         c.spawn(name, &["--label-pod", "--pod-name", name]).await;
@@ -331,7 +329,7 @@ async fn hook_wrote(file: &Path, line: &str, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hooks_run_once_per_transition_with_their_env_and_a_slow_hook_never_delays_renewals() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     let dir = c.dir.path().to_owned();
     for name in ["c1", "c2"] {
         let file = dir.join(format!("{name}.hooks"));
@@ -441,7 +439,7 @@ async fn hooks_run_once_per_transition_with_their_env_and_a_slow_hook_never_dela
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_lost_exit_ends_a_partitioned_leader_with_code_75_and_not_a_released_one() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     c.spawn("c1", &["--on-lost", "exit"]).await;
     c.leader(D * 3, &[]).await;
     c.spawn("c2", &["--on-lost", "exit"]).await;
@@ -478,7 +476,7 @@ async fn on_lost_exit_ends_a_partitioned_leader_with_code_75_and_not_a_released_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_handover_moves_leadership_up_once_and_equal_priorities_do_not_ping_pong() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     c.spawn("low", &["--priority", "0"]).await;
     c.leader(D * 3, &[]).await;
     let joined = Instant::now();
@@ -564,7 +562,7 @@ async fn app_receiver(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_url_gets_every_change_and_retries_a_failing_app() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     let (app, mut posts) = app_receiver(2).await;
     let url = format!("http://{app}/leader-changed");
     c.spawn("c1", &["--notify-url", &url]).await;

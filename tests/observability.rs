@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Cluster, D, LEASE, NS, P};
+use common::{D, LEASE, NS, P};
 use leaderd_testkit::harness::{get, http_client};
 
 async fn scrape(addr: SocketAddr) -> String {
@@ -79,7 +79,7 @@ fn run_promtool(args: &[&str], stdin: Option<&str>, dir: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_a_failover_and_events_are_posted() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     let labels = [("lease", LEASE), ("namespace", NS)];
     for cand in &c.cands {
@@ -225,7 +225,7 @@ async fn metrics_follow_a_failover_and_events_are_posted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_409_is_counted_and_the_leader_carries_on() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     // Without its watch, the leader renews from its own last write and meets the foreign edit.
     c.server.deny("c1", "watch");
     c.spawn("c1", &[]).await;
@@ -321,7 +321,7 @@ fn exprs_in_json(v: &serde_json::Value, out: &mut Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_rules_use_only_metrics_that_exist() {
-    let c = Cluster::start(1).await;
+    let c = common::cluster(1).await;
     c.leader(D * 3, &[]).await;
     let m = scrape(c.cands[0].metrics_addr).await;
     let exposed: BTreeSet<String> = m
@@ -366,7 +366,7 @@ async fn dashboard_and_rules_use_only_metrics_that_exist() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_lease_identity_and_epoch_on_transitions() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     c.spawn("c1", &["--log-format", "json"]).await;
     c.leader(D * 3, &[]).await;
     let found = c

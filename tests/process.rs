@@ -6,13 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, D, LEASE, NS, P, R};
+use common::{D, LEASE, NS, P, R};
 use serde_json::json;
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_candidates_elect_exactly_one_leader_and_keep_it() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     assert_eq!(epoch, 1);
     // Several renewals later, still the same single leader and epoch.
@@ -38,7 +38,7 @@ async fn three_candidates_elect_exactly_one_leader_and_keep_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_leader_fails_over_within_lease_duration_plus_retry_period() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     tokio::time::sleep(P * 4).await;
     c.sampler.remove(&leader);
@@ -67,7 +67,7 @@ async fn kill_9_of_the_leader_fails_over_within_lease_duration_plus_retry_period
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_the_leader_hands_over_within_a_second_and_exits_0() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     let termed = Instant::now();
     c.get(&leader).signal(libc::SIGTERM);
@@ -96,7 +96,7 @@ async fn sigterm_of_the_leader_hands_over_within_a_second_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_leader_stops_claiming_before_anyone_else_claims() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     let cut = Instant::now();
     c.server.partition(&leader); // its requests hang, its watch goes silent
@@ -151,7 +151,7 @@ fn foreign(holder: Option<&str>, duration: i64, transitions: i64) -> serde_json:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_garbage_never_yields_two_leaders_nor_a_panic() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, _) = c.leader(D * 3, &[]).await;
     // A holder that never renews, with a negative duration and unparsable times.
     c.server.put_raw(NS, LEASE, foreign(Some("ghost"), -5, 7));
@@ -205,7 +205,7 @@ async fn foreign_garbage_never_yields_two_leaders_nor_a_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_apiserver_with_5xx_and_429_still_elects_one_leader_safely() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     c.server.set_error_rate(None, 0.3, 503);
     let (leader, _) = c.leader(D * 4, &[]).await;
     c.server.set_error_rate(None, 0.3, 429);
@@ -219,7 +219,7 @@ async fn flaky_apiserver_with_5xx_and_429_still_elects_one_leader_safely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_answered_with_garbage_steps_down_and_nobody_panics() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::cluster(3).await;
     let (leader, _) = c.leader(D * 3, &[]).await;
     c.server.set_garbage(&leader, true);
     let (next, _) = c.leader(D + R + P * 4, &[&leader]).await;
@@ -232,7 +232,7 @@ async fn leader_answered_with_garbage_steps_down_and_nobody_panics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_update_is_logged_with_the_fix_and_never_leads() {
-    let mut c = Cluster::start(0).await;
+    let mut c = common::cluster(0).await;
     c.server.deny("c1", "update");
     c.server.deny("c1", "create");
     c.spawn("c1", &[]).await;

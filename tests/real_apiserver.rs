@@ -25,15 +25,14 @@ fn env_path(name: &str) -> Option<PathBuf> {
 }
 
 fn spec(kubeconfig: &Path, lease: &str, identity: &str) -> CandidateSpec {
-    CandidateSpec {
-        bin: env!("CARGO_BIN_EXE_leaderd").into(),
-        kubeconfig: kubeconfig.to_path_buf(),
-        lease: lease.into(),
-        namespace: "default".into(),
-        identity: identity.into(),
-        timing: (D, R, P),
-        extra_args: vec![],
-    }
+    CandidateSpec::new(
+        env!("CARGO_BIN_EXE_leaderd"),
+        kubeconfig.to_path_buf(),
+        lease,
+        "default",
+        identity,
+        (D, R, P),
+    )
 }
 
 fn dump(cands: &[Candidate]) {
@@ -68,7 +67,7 @@ async fn elect_crash_and_handover_against_a_real_apiserver() {
     };
     tokio::time::sleep(P * 4).await;
     let i = cands.iter().position(|c| c.name == first).unwrap();
-    let mut dead = cands.remove(i);
+    let dead = cands.remove(i);
     sampler.remove(&first);
     let killed = Instant::now();
     dead.kill9();

@@ -1,5 +1,5 @@
 """The Python `kubernetes` client's leaderelection with a LeaseLock, as a candidate for
-bench/compare.rs: serves leaderd's `/leader` JSON shape from a thread so one sampler measures
+bench/compare/: serves leaderd's `/leader` JSON shape from a thread so one sampler measures
 every elector.
 
 usage: python_peer.py --kubeconfig PATH --namespace NS --lease NAME --identity ID

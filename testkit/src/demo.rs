@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::harness::{check, write_kubeconfig, Candidate, CandidateSpec, Sampler};
-use crate::testserver::TestServer;
+use crate::harness::{Cluster, ClusterOptions};
 use clap::Args;
 
 /// Flags of the demo.
@@ -62,43 +61,30 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
     let tl = Timeline {
         start: Instant::now(),
     };
-    let server = TestServer::start().await?;
-    let dir = std::env::temp_dir().join(format!("leaderd-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // The candidates are this very binary under the name `leaderd` (see the module doc), linked
+    // into the cluster's directory once it exists.
+    let mut options = ClusterOptions::new(std::env::current_exe()?, "demo");
+    options.timing = (d, r, p);
+    let mut cluster = Cluster::start(options, 0).await?;
+    let bin = cluster.dir.path().join("leaderd");
+    std::os::unix::fs::symlink(std::env::current_exe()?, &bin)?;
+    cluster.options.bin = bin;
     println!("leaderd demo: 3 candidates, lease \"demo\", lease-duration {}, renew-deadline {}, retry-period {}",
         humantime::format_duration(d), humantime::format_duration(r), humantime::format_duration(p));
     tl.say(format!(
         "Lease API test server listening on {}",
-        server.url()
+        cluster.server.url()
     ));
-
-    // The candidates are this very binary under the name `leaderd` (see the module doc).
-    let bin = dir.join("leaderd");
-    let _ = std::fs::remove_file(&bin);
-    std::os::unix::fs::symlink(std::env::current_exe()?, &bin)?;
-    let sampler = Sampler::start(Duration::from_millis(10));
-    let mut cands = Vec::new();
     for i in 1..=3 {
         let name = format!("candidate-{i}");
-        let kubeconfig = write_kubeconfig(&dir, &server.kubeconfig_yaml(&name, "default"), &name)?;
-        let spec = CandidateSpec {
-            bin: bin.clone(),
-            kubeconfig,
-            lease: "demo".into(),
-            namespace: "default".into(),
-            identity: name.clone(),
-            timing: (d, r, p),
-            extra_args: vec![],
-        };
-        let c = Candidate::spawn(&spec).await?;
+        let c = cluster.try_spawn(&name, &[]).await?;
         tl.say(format!(
             "started {name} (pid {}), /leader on http://{}/leader",
             c.pid().unwrap_or(0),
             c.addr
         ));
-        sampler.add(&c);
-        cands.push(c);
     }
+    let sampler = &cluster.sampler;
     tl.say(format!(
         "no Lease exists yet: a candidate creates it without a holder after one retry period ({}); whoever takes it waits one lease duration ({}) first, since a creation says nothing about a holder the creator never saw",
         humantime::format_duration(p),
@@ -119,11 +105,8 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
     ));
 
     // Crash: kill -9 the leader.
-    let idx = cands
-        .iter()
-        .position(|c| c.name == first)
-        .expect("leader is a candidate");
-    let mut dead = cands.remove(idx);
+    let dead = cluster.take(&first);
+    let sampler = &cluster.sampler;
     sampler.remove(&first);
     let killed = Instant::now();
     dead.kill9();
@@ -148,11 +131,8 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
 
     // Graceful: SIGTERM the new leader; it releases the lease.
     tokio::time::sleep(p * 2).await;
-    let idx = cands
-        .iter()
-        .position(|c| c.name == second)
-        .expect("leader is a candidate");
-    let mut leaving = cands.remove(idx);
+    let leaving = cluster.take(&second);
+    let sampler = &cluster.sampler;
     let termed = Instant::now();
     leaving.signal(libc::SIGTERM);
     tl.say(format!(
@@ -176,18 +156,15 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
             .unwrap_or_else(|| "no exit yet".into())
     ));
 
-    for c in &cands {
+    for c in &cluster.cands {
         c.signal(libc::SIGTERM);
     }
-    for c in &mut cands {
+    for c in &cluster.cands {
         let _ = c.wait_exit(Duration::from_secs(5)).await;
     }
-    let samples = sampler.samples();
-    drop(sampler);
-    let violations = check(&samples);
-    let requests = server.requests().len();
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let samples = cluster.sampler.samples();
+    let requests = cluster.server.requests().len();
+    let violations = cluster.stop(Duration::from_secs(5)).await;
     if violations.is_empty() {
         tl.say(format!(
             "checked {} /leader answers: never two leaders at once; epochs rose {epoch} -> {epoch2} -> {epoch3}; {requests} API requests in all",

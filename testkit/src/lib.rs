@@ -4,7 +4,9 @@
 //!   over real HTTP on 127.0.0.1, with fault injection), also as the `leaderd-testserver`
 //!   binary for scripts.
 //! - [`memory`]: an in-memory [`leaderd::election::LeaseStore`] for the elector's tests.
-//! - [`harness`]: runs leaderd processes against a server and samples their `/leader`.
+//! - [`harness`]: the one way to run leaderd processes for tests, benchmarks and the chaos
+//!   runner: the process runner, clusters (server, kubeconfigs, candidates, `/leader` sampler),
+//!   the safety check over sampled tenures, the SSE client, the kubeconfig writer.
 //! - [`demo`]: the `leaderd-demo` binary (the README's first command).
 
 pub mod demo;

@@ -1,5 +1,5 @@
 //! What both Rust runners share: their flags, the published leader state, and a tiny HTTP/1.1
-//! server for `GET /leader` in leaderd's JSON shape, so that bench/compare.rs samples every
+//! server for `GET /leader` in leaderd's JSON shape, so that bench/compare/ samples every
 //! elector the same way. Included by each runner with `#[path]` (they are separate Cargo
 //! projects because they need different kube major versions).
 
@@ -113,7 +113,7 @@ fn view(s: &State) -> String {
     .to_string()
 }
 
-/// Bind, log `http api listening addr=A` (the line bench/compare.rs waits for) and serve.
+/// Bind, log `http api listening addr=A` (the line bench/compare/ waits for) and serve.
 pub async fn serve(addr: SocketAddr, state: Shared) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!("INFO http api listening addr={}", listener.local_addr()?);

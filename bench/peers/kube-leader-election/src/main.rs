@@ -1,4 +1,4 @@
-//! kube-leader-election (crates.io) as a candidate for bench/compare.rs.
+//! kube-leader-election (crates.io) as a candidate for bench/compare/.
 //!
 //! The crate offers one call, `try_acquire_or_renew`, for the application to repeat; this runner
 //! calls it every `--retry-period` (the bench gives every elector the same retry period) and

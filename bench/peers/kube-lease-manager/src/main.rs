@@ -1,4 +1,4 @@
-//! kube-lease-manager (crates.io) as a candidate for bench/compare.rs.
+//! kube-lease-manager (crates.io) as a candidate for bench/compare/.
 //!
 //! Runs the crate's fully automated mode, `LeaseManager::watch()`, and reports `is_leader` as
 //! the `bool` on its channel (the crate keeps no clock of its own for the app). The crate does

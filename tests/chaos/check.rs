@@ -1,22 +1,23 @@
-//! The chaos checker: from what was recorded about every process (sampled runs, SSE events, log
-//! transitions, exits, memory) and every committed Lease change (with its commit time, from the
-//! test server), find violations.
+//! The chaos checker: from what was recorded about every process (sampled tenures, SSE events,
+//! log transitions, exits, memory) and every committed Lease change (with its commit time, from
+//! the test server), find violations.
 //!
 //! Bounds, all on the checker's monotonic clock, each taken on its sound side:
 //!
-//! - A claim (a tenure of one process, from its "became leader" to its end) *starts* no earlier
-//!   than the commit of the write that acquired it (the process claims only on the answer), and
-//!   after the request time of the last `/leader` answer that did not show it.
-//! - A claim *ends* no later than: the commit of the last renewal it wrote + R / rate (the
+//! - A tenure (one process's leadership under one epoch, from its "became leader" to its end;
+//!   reconstructed as a [`ReconstructedTenure`]) *starts* no earlier than the commit of the write
+//!   that acquired it (the process claims only on the answer), and after the request time of the
+//!   last `/leader` answer that did not show it.
+//! - A tenure *ends* no later than: the commit of the last renewal it wrote + R / rate (the
 //!   process claims until `sent + R` on its own clock, `sent` ≤ commit, and its clock runs at
 //!   `rate` local seconds per real second); the commit of its release (it steps down before
 //!   sending one); its exit; the arrival of its "stopped leading" log line or of an SSE event
 //!   saying otherwise; the answer time of the first `/leader` answer that did not show it.
-//! - A sampled run certainly claimed from its first leading answer's arrival to its last
-//!   leading answer's request time.
+//! - A sampled tenure ([`SampledTenure`]) certainly claimed from its first leading answer's
+//!   arrival to its last leading answer's request time.
 //!
-//! Two claims of different processes *certainly overlap* when their sampled runs do (this needs
-//! the overlap to span two sampling periods). Every pair of claims is also *proven ordered* when
+//! Two tenures of different processes *certainly overlap* when their sampled tenures do (this
+//! needs the overlap to span two sampling periods). Every pair of tenures is also *proven ordered* when
 //! the later one's start bound exceeds the earlier one's end bound: that catches overlaps of any
 //! length, including the ones the sampler is too slow to see, but a failed proof is only a
 //! possible overlap. Within the drift bound the design promises a proof margin of at least
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use leaderd::election::StoredLease;
 use leaderd_testkit::testserver::LeaseChange;
 
-use super::procs::{Ask, LogEvent, Record, Run};
+use super::procs::{Ask, LogEvent, Record, SampledTenure};
 
 /// One committed version, decoded as leaderd decodes it.
 #[derive(Clone, Debug)]
@@ -78,9 +79,10 @@ pub struct Input<'a> {
     pub term_timeouts: &'a [String],
 }
 
-/// A claim as the checker reconstructs it.
+/// A tenure as the checker reconstructs it from the logs, the samples, the SSE events and the
+/// committed Lease versions: a lower bound on its start and an upper bound on its end.
 #[derive(Clone, Debug)]
-pub struct Claim {
+pub struct ReconstructedTenure {
     pub rec: usize,
     pub label: String,
     pub epoch: i64,
@@ -98,14 +100,14 @@ pub struct Report {
     /// Overlaps and failed proofs with drift beyond the bound (expected, not failures).
     pub expected: Vec<String>,
     pub warnings: Vec<String>,
-    pub claims: usize,
+    pub tenures: usize,
     pub proven_pairs: u64,
     pub handovers: usize,
     pub min_margin: Option<Duration>,
     pub min_margin_at: Option<String>,
     /// Margin of each handover to the closest earlier tenure: (ms, acquired from a release).
     pub margins_ms: Vec<(f64, bool)>,
-    pub sampled_runs: usize,
+    pub sampled_tenures: usize,
     pub sse_events: usize,
     pub sse_transitions: usize,
     pub epoch_resets_excused: Vec<String>,
@@ -171,15 +173,15 @@ pub fn check(inp: &Input) -> Report {
         }
     }
 
-    // Sampled runs: certain overlaps.
-    let runs: Vec<(usize, Run)> = recs
+    // Sampled tenures: certain overlaps.
+    let sampled: Vec<(usize, SampledTenure)> = recs
         .iter()
         .enumerate()
-        .flat_map(|(i, r)| r.all_runs().into_iter().map(move |x| (i, x)))
+        .flat_map(|(i, r)| r.sampled_tenures().into_iter().map(move |x| (i, x)))
         .collect();
-    rep.sampled_runs = runs.len();
-    for (x, (ia, a)) in runs.iter().enumerate() {
-        for (ib, b) in &runs[x + 1..] {
+    rep.sampled_tenures = sampled.len();
+    for (x, (ia, a)) in sampled.iter().enumerate() {
+        for (ib, b) in &sampled[x + 1..] {
             if ia == ib {
                 continue;
             }
@@ -197,12 +199,12 @@ pub fn check(inp: &Input) -> Report {
         }
     }
 
-    // Claims from the logs.
+    // Tenures from the logs.
     struct Open {
         epoch: i64,
         became: Instant,
     }
-    let mut claims_raw: Vec<(usize, i64, Instant, Option<Instant>)> = Vec::new();
+    let mut tenures_raw: Vec<(usize, i64, Instant, Option<Instant>)> = Vec::new();
     for (i, r) in recs.iter().enumerate() {
         let mut open: Option<Open> = None;
         for (t, ev) in &r.logs {
@@ -213,7 +215,7 @@ pub fn check(inp: &Input) -> Report {
                             "{}: became leader (epoch {epoch}) at {} while its epoch {} tenure had not stopped",
                             r.label, at(*t), o.epoch
                         ));
-                        claims_raw.push((i, o.epoch, o.became, Some(*t)));
+                        tenures_raw.push((i, o.epoch, o.became, Some(*t)));
                     }
                     open = Some(Open {
                         epoch: *epoch,
@@ -228,7 +230,7 @@ pub fn check(inp: &Input) -> Report {
                                 r.label, at(*t), o.epoch
                             ));
                         }
-                        claims_raw.push((i, o.epoch, o.became, Some(*t)));
+                        tenures_raw.push((i, o.epoch, o.became, Some(*t)));
                     }
                     None => rep.violations.push(format!(
                         "{}: logged 'stopped leading' ({reason}) at {} without leading",
@@ -239,14 +241,14 @@ pub fn check(inp: &Input) -> Report {
             }
         }
         if let Some(o) = open {
-            claims_raw.push((i, o.epoch, o.became, None));
+            tenures_raw.push((i, o.epoch, o.became, None));
         }
     }
 
     // Versions by (holder, epoch).
     let vs = inp.versions;
-    let mut claims: Vec<Claim> = Vec::new();
-    for &(i, epoch, _became, stopped) in &claims_raw {
+    let mut tenures: Vec<ReconstructedTenure> = Vec::new();
+    for &(i, epoch, _became, stopped) in &tenures_raw {
         let r = &recs[i];
         let name = r.name.as_str();
         let mine = |v: &&Version| {
@@ -295,7 +297,7 @@ pub fn check(inp: &Input) -> Report {
         );
         tighten(r.exit.as_ref().map(|e| e.at), "exit");
         tighten(stopped, "log 'stopped leading'");
-        // SSE: the first event after one showing this claim that shows something else.
+        // SSE: the first event after one showing this tenure that shows something else.
         let mut shown = false;
         let mut sse_end = None;
         for e in &r.sse {
@@ -308,14 +310,14 @@ pub fn check(inp: &Input) -> Report {
             }
         }
         tighten(sse_end, "SSE event");
-        let run = runs
+        let run = sampled
             .iter()
             .filter(|(ri, x)| *ri == i && x.epoch == Some(epoch))
             .map(|(_, x)| x)
             .next();
         tighten(run.and_then(|x| x.after), "sampled answer");
         let start_lb = acq.at.max(run.and_then(|x| x.before).unwrap_or(acq.at));
-        claims.push(Claim {
+        tenures.push(ReconstructedTenure {
             rec: i,
             label: r.label.clone(),
             epoch,
@@ -326,17 +328,17 @@ pub fn check(inp: &Input) -> Report {
             after_release,
         });
     }
-    claims.sort_by_key(|c| c.acquired);
-    rep.claims = claims.len();
-    rep.first_epoch = claims.first().map(|c| c.epoch);
-    rep.last_epoch = claims.last().map(|c| c.epoch);
+    tenures.sort_by_key(|c| c.acquired);
+    rep.tenures = tenures.len();
+    rep.first_epoch = tenures.first().map(|c| c.epoch);
+    rep.last_epoch = tenures.last().map(|c| c.epoch);
 
-    // Proven order of every pair of claims of different processes.
+    // Proven order of every pair of tenures of different processes.
     let mut min_margin: Option<(i128, String)> = None;
-    for j in 0..claims.len() {
-        let b = &claims[j];
+    for j in 0..tenures.len() {
+        let b = &tenures[j];
         let mut prev_margin: Option<i128> = None;
-        for a in claims[..j].iter().rev() {
+        for a in tenures[..j].iter().rev() {
             if a.rec == b.rec {
                 continue;
             }
@@ -382,16 +384,16 @@ pub fn check(inp: &Input) -> Report {
         rep.min_margin_at = Some(format!("{:.1} ms: {w}", m as f64 / 1e6));
     }
 
-    // Epochs rise across claims, in commit order of their acquisitions.
+    // Epochs rise across tenures, in commit order of their acquisitions.
     let mut max_before: Option<i64> = None;
     let mut led: HashSet<(usize, i64)> = HashSet::new();
-    for c in &claims {
+    for c in &tenures {
         if !led.insert((c.rec, c.epoch)) {
             rep.violations.push(format!(
                 "one tenure, one epoch: {} led a second time under epoch {} (became leader again at {})",
                 c.label,
                 c.epoch,
-                at(claims_raw
+                at(tenures_raw
                     .iter()
                     .filter(|x| x.0 == c.rec && x.1 == c.epoch)
                     .map(|x| x.2)
@@ -427,13 +429,14 @@ pub fn check(inp: &Input) -> Report {
         max_before = Some(max_before.map_or(c.epoch, |m| m.max(c.epoch)));
     }
 
-    // One tenure, one epoch: every sampled run and every leading SSE event belongs to a logged
-    // claim of that process with that epoch, and no process shows one epoch in two runs.
-    let claim_keys: HashSet<(usize, i64)> = claims_raw.iter().map(|c| (c.0, c.1)).collect();
+    // One tenure, one epoch: every sampled tenure and every leading SSE event belongs to a logged
+    // tenure of that process with that epoch, and no process shows one epoch in two sampled
+    // tenures.
+    let tenure_keys: HashSet<(usize, i64)> = tenures_raw.iter().map(|c| (c.0, c.1)).collect();
     let mut run_keys: HashMap<(usize, Option<i64>), usize> = HashMap::new();
-    for (i, x) in &runs {
+    for (i, x) in &sampled {
         *run_keys.entry((*i, x.epoch)).or_default() += 1;
-        if !x.epoch.is_some_and(|e| claim_keys.contains(&(*i, e))) {
+        if !x.epoch.is_some_and(|e| tenure_keys.contains(&(*i, e))) {
             rep.violations.push(format!(
                 "{} answered is_leader under epoch {:?} at {} without logging 'became leader' for it",
                 recs[*i].label,
@@ -445,7 +448,7 @@ pub fn check(inp: &Input) -> Report {
     for ((i, e), n) in run_keys {
         if n > 1 {
             rep.violations.push(format!(
-                "{} led under epoch {e:?} in {n} separate runs (one tenure, one epoch)",
+                "{} led under epoch {e:?} in {n} separate sampled tenures (one tenure, one epoch)",
                 recs[i].label
             ));
         }
@@ -458,7 +461,7 @@ pub fn check(inp: &Input) -> Report {
                 rep.sse_transitions += 1;
             }
             prev = e.is_leader;
-            if e.is_leader && !e.epoch.is_some_and(|x| claim_keys.contains(&(i, x))) {
+            if e.is_leader && !e.epoch.is_some_and(|x| tenure_keys.contains(&(i, x))) {
                 rep.violations.push(format!(
                     "{}: SSE said is_leader under epoch {:?} at {} without a logged tenure",
                     r.label,
@@ -470,7 +473,7 @@ pub fn check(inp: &Input) -> Report {
     }
 
     // Liveness and leaderless gaps.
-    let mut spans: Vec<(Instant, Instant)> = runs
+    let mut spans: Vec<(Instant, Instant)> = sampled
         .iter()
         .map(|(_, x)| (x.first_recv, x.last_sent.max(x.first_recv)))
         .collect();

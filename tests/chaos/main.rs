@@ -3,9 +3,9 @@
 //! run on any safety or liveness violation.
 //!
 //! ```sh
-//! cargo bench --bench chaos -- --seed 42 --duration 10m --candidates 5   # the full run
-//! cargo bench --bench chaos -- --seed 1 --duration 60s                    # the CI run
-//! cargo bench --bench chaos -- --drift beyond --duration 2m               # drift past the bound
+//! cargo test --test chaos                                                  # the CI run (below)
+//! cargo test --release --test chaos -- --seed 42 --duration 10m --candidates 5   # the full run
+//! cargo test --test chaos -- --drift beyond --duration 2m                  # drift past the bound
 //! ```
 //!
 //! Faults (see `docs/reliability.md`): kill -9 and SIGTERM of candidates (restarted after a
@@ -25,12 +25,14 @@
 //! The seed fixes the sequence of faults and their parameters; the timing (and so what each
 //! fault hits) still depends on the machine.
 //!
-//! Without `--bench` (as `cargo test --benches` runs it) it is a 20-second smoke run with three
-//! candidates.
+//! It is a test target without libtest's harness (`harness = false`), so `cargo test --workspace`
+//! runs it. Its defaults are the CI run: seed `CHAOS_SEED` (or 1), 60 s, 5 candidates, clock
+//! drift within the bound (real clocks, with a warning, where libfaketime is missing and no
+//! `--drift` was asked for). Run with no arguments at all (as `cargo test` does) or with
+//! `CHAOS_QUIET` set it prints only the summary, not a line per fault. The last line says
+//! `chaos: PASS` or `chaos: FAIL`; a violation exits 1, an error of the runner 2.
 
-#[path = "chaos/check.rs"]
 mod check;
-#[path = "chaos/procs.rs"]
 mod procs;
 
 use std::collections::BTreeMap;
@@ -43,11 +45,11 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, ValueEnum};
 use fastrand::Rng;
 use leaderd::election::record::micro_time;
-use leaderd_testkit::testserver::TestServer;
+use leaderd_testkit::harness::{runtime, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 use check::{Calm, Input, Report, Version};
-use procs::{lock, Ask, Clock, Launch, Proc, Record};
+use procs::{lock, Ask, Clock, Proc, Record, Watch};
 
 const NS: &str = "default";
 const LEASE: &str = "chaos";
@@ -91,25 +93,26 @@ impl Drift {
     }
 }
 
-/// `cargo bench --bench chaos -- [options]`
+/// `cargo test --test chaos -- [options]`
 #[derive(Parser, Debug)]
 #[command(
     name = "chaos",
     about = "leaderd chaos run: random faults, every /leader sampled, violations fail the run"
 )]
 struct Args {
-    /// Seed of the fault sequence (default: from the clock; printed).
-    #[arg(long)]
-    seed: Option<u64>,
+    /// Seed of the fault sequence.
+    #[arg(long, env = "CHAOS_SEED", default_value_t = 1)]
+    seed: u64,
     /// How long to inject faults (the final calm phase and shutdown come on top).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
     /// Number of leaderd candidates.
-    #[arg(long)]
-    candidates: Option<usize>,
-    /// Clock rates of the candidates (libfaketime); offsets are always ±1 h or 0.
-    #[arg(long, value_enum, default_value_t = Drift::Within)]
-    drift: Drift,
+    #[arg(long, default_value_t = 5)]
+    candidates: usize,
+    /// Clock rates of the candidates (libfaketime); offsets are always ±1 h or 0 [default:
+    /// within, or none where libfaketime is missing].
+    #[arg(long, value_enum)]
+    drift: Option<Drift>,
     /// How often each candidate's /leader is asked.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     sample_period: Duration,
@@ -125,18 +128,51 @@ struct Args {
     /// run safe from rebuilds of target/ while it runs.
     #[arg(long)]
     leaderd: Option<PathBuf>,
-    /// Where to write the JSON summary (default `$CARGO_TARGET_DIR/bench/chaos.json`).
+    /// Where to write the JSON summary (default `<target>/bench/chaos.json`, in the cargo
+    /// target directory leaderd was built in).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Where to write the candidates' logs (default `$CARGO_TARGET_DIR/bench/chaos-logs`).
+    /// Where to write the candidates' logs (default `<target>/bench/chaos-logs`).
     #[arg(long)]
     logs: Option<PathBuf>,
-    /// Passed by `cargo bench`; without it this is a quick smoke run.
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// A benchmark-name filter (as `cargo bench FILTER` passes it).
+    /// Only the summary, no line per fault (also when `CHAOS_QUIET` is set, or with no
+    /// arguments at all). `cargo test -q` passes it.
+    #[arg(short, long)]
+    quiet: bool,
+    /// A test-name filter (as `cargo test FILTER` passes it to every test target): runs only if
+    /// it matches "chaos".
     #[arg(hide = true)]
     filter: Option<String>,
+    /// libtest's flags, which `cargo test -- ...` passes to every test target: accepted and
+    /// ignored, but for `--list` (it lists itself) and `--ignored` (it is not an ignored test,
+    /// so it does not run).
+    #[command(flatten)]
+    libtest: LibtestFlags,
+}
+
+/// libtest flags this target accepts so that `cargo test --workspace -- --nocapture` (and the
+/// like) still run it.
+#[derive(clap::Args, Debug)]
+struct LibtestFlags {
+    #[arg(long, hide = true)]
+    nocapture: bool,
+    #[arg(long, hide = true)]
+    show_output: bool,
+    #[arg(long, hide = true)]
+    test_threads: Option<String>,
+    #[arg(long, hide = true)]
+    color: Option<String>,
+    #[arg(long, hide = true)]
+    exact: bool,
+    #[arg(long, hide = true)]
+    include_ignored: bool,
+    #[arg(long, hide = true)]
+    ignored: bool,
+    #[arg(long, hide = true)]
+    format: Option<String>,
+    /// List the one test (`chaos: test`, libtest's terse format) and exit.
+    #[arg(long, hide = true)]
+    list: bool,
 }
 
 const KINDS: [&str; 10] = [
@@ -154,43 +190,64 @@ const KINDS: [&str; 10] = [
 const WEIGHTS: [f64; 10] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5];
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.filter.as_deref().is_some_and(|f| !"chaos".contains(f)) {
+    let no_arguments = std::env::args_os().len() == 1;
+    let mut args = Args::parse();
+    if runtime::filtered_out("chaos", args.filter.as_deref()) || args.libtest.ignored {
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    if args.libtest.list {
+        println!("chaos: test");
+        return ExitCode::SUCCESS;
+    }
+    args.quiet |= no_arguments || std::env::var_os("CHAOS_QUIET").is_some();
+    let verdict = match runtime::block_on(2, run(args)) {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("chaos: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    match verdict {
+        Ok(Verdict {
+            violations: 0,
+            line,
+        }) => {
+            println!("chaos: PASS: {line}");
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict { violations, line }) => {
+            println!("chaos: FAIL: {violations} violations; {line}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("chaos: {e:#}");
+            println!("chaos: FAIL: the runner stopped: {e}");
             ExitCode::from(2)
         }
     }
 }
 
+/// How the run ended: the number of violations and a line saying what ran.
+struct Verdict {
+    violations: usize,
+    line: String,
+}
+
+/// The cargo target directory this test was built in (`<target>/debug/leaderd`).
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
+    let bin = Path::new(env!("CARGO_BIN_EXE_leaderd"));
+    bin.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// The runner's state.
 struct Runner {
-    server: Arc<TestServer>,
-    dir: tempfile::TempDir,
+    /// The test server and the kubeconfigs; its candidates are kept in `procs`, not sampled
+    /// by its sampler (each process has its own poller, see `procs.rs`).
+    cluster: Cluster,
     logs: PathBuf,
-    bin: PathBuf,
     libfaketime: Option<PathBuf>,
     drift: Drift,
     sample_period: Duration,
@@ -275,20 +332,20 @@ impl Runner {
         let gen = self.slots[slot].len() + 1;
         let label = format!("{name}#{gen}");
         let clock = self.pick_clock(slot);
-        let yaml = self.server.kubeconfig_yaml(&name, NS);
-        let launch = Launch {
-            bin: self.bin.clone(),
-            kubeconfig: procs::kubeconfig(self.dir.path(), &yaml, &name)?,
-            lease: LEASE.into(),
-            namespace: NS.into(),
-            identity: name.clone(),
-            timing: (D, R, P),
-            clock: clock.clone(),
-            libfaketime: self.libfaketime.clone(),
-            log_path: self.logs.join(format!("{name}-{gen}.log")),
+        let spec = self.cluster.spec(&name, &[])?;
+        let watch = Watch {
+            t0: self.t0,
             sample_period: self.sample_period,
+            log_path: self.logs.join(format!("{name}-{gen}.log")),
         };
-        let p = procs::spawn(label.clone(), &launch, self.t0).await?;
+        let p = procs::spawn(
+            label.clone(),
+            spec,
+            clock.clone(),
+            self.libfaketime.as_deref(),
+            watch,
+        )
+        .await?;
         self.note(&format!("start {label} ({})", clock.label()));
         self.slots[slot].push(self.procs.len());
         self.procs.push(p);
@@ -312,7 +369,7 @@ impl Runner {
     }
 
     fn current_lease(&mut self) -> Option<Value> {
-        let l = self.server.lease(NS, LEASE)?;
+        let l = self.cluster.server.lease(NS, LEASE)?;
         if let Some(t) = l
             .get("spec")
             .and_then(|s| s.get("leaseTransitions"))
@@ -357,7 +414,7 @@ impl Runner {
                 };
                 let name = Self::name(slot);
                 let d = Duration::from_millis(self.rng.u64(500..6000));
-                self.server.partition(&name);
+                self.cluster.server.partition(&name);
                 self.count("partition");
                 self.note(&format!("partition {name} for {d:?}"));
                 self.undo.push((now + d, Undo::Heal(name)));
@@ -369,7 +426,7 @@ impl Runner {
                 let name = Self::name(slot);
                 let lat = Duration::from_millis(self.rng.u64(100..=2000));
                 let d = Duration::from_millis(self.rng.u64(2000..10000));
-                self.server.set_latency(&name, lat);
+                self.cluster.server.set_latency(&name, lat);
                 self.phase_latency = self.phase_latency.max(lat);
                 self.count("slow API");
                 self.note(&format!("slow {name}: +{lat:?} per call for {d:?}"));
@@ -384,7 +441,9 @@ impl Runner {
                     self.choose_target(true).map(Self::name)
                 };
                 let d = Duration::from_millis(self.rng.u64(2000..8000));
-                self.server.set_error_rate(who.as_deref(), rate, status);
+                self.cluster
+                    .server
+                    .set_error_rate(who.as_deref(), rate, status);
                 self.count(format!("API errors {status}"));
                 self.note(&format!(
                     "{:.0}% of {} answered {status} for {d:?}",
@@ -395,7 +454,7 @@ impl Runner {
             }
             "delete" => {
                 self.current_lease();
-                if self.server.delete_lease(NS, LEASE) {
+                if self.cluster.server.delete_lease(NS, LEASE) {
                     self.count("foreign: delete Lease");
                     self.note("delete the Lease");
                 }
@@ -412,7 +471,7 @@ impl Runner {
                     "acquireTime": now, "renewTime": now,
                     "leaseTransitions": self.max_epoch + 1,
                 });
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count("foreign: other holder");
                 self.note(&format!("foreign write: holder {ghost}"));
             }
@@ -464,7 +523,7 @@ impl Runner {
                     }
                 };
                 l["spec"] = spec;
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count(format!("foreign: garbage ({what})"));
                 self.note(&format!("foreign write: garbage ({what})"));
             }
@@ -504,7 +563,7 @@ impl Runner {
                         "fake holder priority"
                     }
                 };
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count(format!("foreign: annotations ({what})"));
                 self.note(&format!("foreign write: annotations only ({what})"));
             }
@@ -519,7 +578,7 @@ impl Runner {
                 }
                 l["metadata"]["annotations"]["leaderd.io/released-by"] = json!("ghost");
                 l["spec"]["holderIdentity"] = json!("");
-                self.server.put_raw(NS, LEASE, l);
+                self.cluster.server.put_raw(NS, LEASE, l);
                 self.count("foreign: forged release");
                 self.note("foreign write: forged release marker on an empty holder");
             }
@@ -531,11 +590,11 @@ impl Runner {
     async fn do_undo(&mut self, u: Undo) -> anyhow::Result<()> {
         match u {
             Undo::Heal(n) => {
-                self.server.heal(&n);
+                self.cluster.server.heal(&n);
                 self.note(&format!("heal {n}"));
             }
-            Undo::Unslow(n) => self.server.set_latency(&n, Duration::ZERO),
-            Undo::ErrorsOff(n) => self.server.set_error_rate(n.as_deref(), 0.0, 500),
+            Undo::Unslow(n) => self.cluster.server.set_latency(&n, Duration::ZERO),
+            Undo::ErrorsOff(n) => self.cluster.server.set_error_rate(n.as_deref(), 0.0, 500),
             Undo::Restart(slot) => {
                 if self.alive(slot) {
                     // Still shutting down: try again shortly.
@@ -571,7 +630,7 @@ impl Runner {
 
     /// Clear every fault, restart the dead, and wait for a leader. Returns the window.
     async fn calm(&mut self, extra: Duration) -> anyhow::Result<Calm> {
-        self.server.clear_faults();
+        self.cluster.server.clear_faults();
         let start = Instant::now();
         self.note("calm: faults cleared");
         let pending: Vec<(Instant, Undo)> = std::mem::take(&mut self.undo);
@@ -664,30 +723,24 @@ fn exp(rng: &mut Rng, mean: Duration) -> Duration {
 async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     let name = "preflight";
     let lease = "chaos-preflight";
-    r.server.put_raw(
+    r.cluster.server.put_raw(
         NS,
         lease,
         json!({"metadata": {"annotations": {"leaderd.io/released-by": "chaos"}},
                "spec": {"leaseDurationSeconds": 1, "leaseTransitions": 0}}),
     );
-    let yaml = r.server.kubeconfig_yaml(name, NS);
     let clock = Clock {
         rate: 2.0,
         offset_h: -1,
     };
-    let launch = Launch {
-        bin: r.bin.clone(),
-        kubeconfig: procs::kubeconfig(r.dir.path(), &yaml, name)?,
-        lease: lease.into(),
-        namespace: NS.into(),
-        identity: name.into(),
-        timing: (D, R, P),
-        clock,
-        libfaketime: r.libfaketime.clone(),
-        log_path: r.logs.join("preflight.log"),
+    let mut spec = r.cluster.spec(name, &[])?;
+    spec.lease = lease.into();
+    let watch = Watch {
+        t0: r.t0,
         sample_period: Duration::from_millis(50),
+        log_path: r.logs.join("preflight.log"),
     };
-    let mut p = procs::spawn(name.into(), &launch, r.t0).await?;
+    let mut p = procs::spawn(name.into(), spec, clock, r.libfaketime.as_deref(), watch).await?;
     let t = Instant::now();
     while !lock(&p.record).leading_now() && t.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -700,6 +753,7 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     let window = Duration::from_secs(3);
     tokio::time::sleep(window).await;
     let renewals = r
+        .cluster
         .server
         .requests()
         .iter()
@@ -731,23 +785,13 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     Ok(msg)
 }
 
-async fn run(a: Args) -> anyhow::Result<bool> {
-    let smoke = !a.bench;
-    let duration = a.duration.unwrap_or(if smoke {
-        Duration::from_secs(20)
-    } else {
-        Duration::from_secs(60)
-    });
-    let n = a.candidates.unwrap_or(if smoke { 3 } else { 5 });
+async fn run(a: Args) -> anyhow::Result<Verdict> {
+    let duration = a.duration;
+    let n = a.candidates;
     if n < 2 {
         bail!("--candidates must be at least 2");
     }
-    let seed = a.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64 % 1_000_000)
-            .unwrap_or(1)
-    });
+    let seed = a.seed;
     let kinds: Vec<(&'static str, f64)> = KINDS
         .iter()
         .zip(WEIGHTS)
@@ -758,17 +802,17 @@ async fn run(a: Args) -> anyhow::Result<bool> {
         bail!("unknown fault kind {bad:?}; known: {}", KINDS.join(","));
     }
     let libfaketime = procs::find_libfaketime();
-    let mut drift = a.drift;
-    if drift != Drift::None && libfaketime.is_none() {
-        if smoke {
-            eprintln!("chaos smoke run: libfaketime not found, running with real clocks");
-            drift = Drift::None;
-        } else {
-            bail!(
-                "--drift {drift:?} needs libfaketime: apt-get install faketime (or --drift none)"
-            );
+    let drift = match (a.drift, &libfaketime) {
+        (Some(d), None) if d != Drift::None => {
+            bail!("--drift {d:?} needs libfaketime: apt-get install faketime (or --drift none)")
         }
-    }
+        (Some(d), _) => d,
+        (None, Some(_)) => Drift::Within,
+        (None, None) => {
+            eprintln!("chaos: warning: libfaketime not found (apt-get install faketime), running with real clocks");
+            Drift::None
+        }
+    };
     if a.sample_period > Duration::from_millis(20) {
         bail!("--sample-period must be at most 20ms (the checker samples at >= 50 Hz)");
     }
@@ -781,8 +825,16 @@ async fn run(a: Args) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
 
-    let server = Arc::new(TestServer::start().await?);
-    let mut changes = server.lease_changes();
+    let mut options = ClusterOptions::new(
+        a.leaderd
+            .clone()
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_leaderd").into()),
+        LEASE,
+    );
+    options.namespace = NS.into();
+    options.timing = (D, R, P);
+    let cluster = Cluster::start(options, 0).await?;
+    let mut changes = cluster.server.lease_changes();
     let versions: Arc<Mutex<Vec<Version>>> = Arc::default();
     let lagged = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let collector = {
@@ -802,13 +854,8 @@ async fn run(a: Args) -> anyhow::Result<bool> {
 
     let t0 = Instant::now();
     let mut r = Runner {
-        server: server.clone(),
-        dir: tempfile::tempdir()?,
+        cluster,
         logs: logs.clone(),
-        bin: a
-            .leaderd
-            .clone()
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_leaderd").into()),
         libfaketime,
         drift,
         sample_period: a.sample_period,
@@ -823,10 +870,10 @@ async fn run(a: Args) -> anyhow::Result<bool> {
         phase_latency: Duration::ZERO,
         ghosts: 0,
         max_epoch: 0,
-        quiet: std::env::var_os("CHAOS_QUIET").is_some(),
+        quiet: a.quiet,
     };
     let cmd = format!(
-        "cargo bench --bench chaos -- --seed {seed} --duration {} --candidates {n} --drift {}{}",
+        "cargo test --test chaos -- --seed {seed} --duration {} --candidates {n} --drift {}{}",
         humantime::format_duration(duration),
         format!("{drift:?}").to_lowercase(),
         if a.faults.is_empty() {
@@ -923,15 +970,22 @@ async fn run(a: Args) -> anyhow::Result<bool> {
     let json_path = a
         .json
         .clone()
-        .or_else(|| (!smoke).then(|| target_dir().join("bench").join("chaos.json")));
-    if let Some(p) = json_path {
-        if let Some(d) = p.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(&p, serde_json::to_vec_pretty(&summary.json())?)?;
-        println!("JSON summary: {}", p.display());
+        .unwrap_or_else(|| target_dir().join("bench").join("chaos.json"));
+    if let Some(d) = json_path.parent() {
+        std::fs::create_dir_all(d)?;
     }
-    Ok(rep.violations.is_empty())
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&summary.json())?)?;
+    println!("JSON summary: {}", json_path.display());
+    Ok(Verdict {
+        violations: rep.violations.len(),
+        line: format!(
+            "{} tenures, {} faults, seed {seed}, {} of chaos, {n} candidates, drift {}",
+            rep.tenures,
+            r.counts.values().sum::<u64>(),
+            humantime::format_duration(Duration::from_secs(chaos_time.as_secs())),
+            format!("{drift:?}").to_lowercase()
+        ),
+    })
 }
 
 struct Summary<'a> {
@@ -1012,12 +1066,12 @@ impl Summary<'_> {
             println!("  {v:5}  {k}");
         }
         println!(
-            "              {} SSE events ({} is_leader changes), {} sampled leadership runs, {} Lease versions committed",
-            rep.sse_events, rep.sse_transitions, rep.sampled_runs, self.versions
+            "              {} SSE events ({} is_leader changes), {} sampled tenures, {} Lease versions committed",
+            rep.sse_events, rep.sse_transitions, rep.sampled_tenures, self.versions
         );
         println!(
             "epochs:       {} tenures, epochs {:?} → {:?}, {} resets excused (fresh process after a deletion)",
-            rep.claims,
+            rep.tenures,
             rep.first_epoch,
             rep.last_epoch,
             rep.epoch_resets_excused.len()
@@ -1095,9 +1149,9 @@ impl Summary<'_> {
             "processes": {"started": self.records.len(), "killed": killed, "terminated": termed, "other_exits": other},
             "transitions": self.stops(),
             "sse_events": rep.sse_events,
-            "sampled_runs": rep.sampled_runs,
+            "sampled_tenures": rep.sampled_tenures,
             "lease_versions": self.versions,
-            "tenures": rep.claims,
+            "tenures": rep.tenures,
             "epochs": [rep.first_epoch, rep.last_epoch],
             "epoch_resets_excused": rep.epoch_resets_excused,
             "handovers": rep.handovers,
