@@ -150,6 +150,8 @@ check "helm 4 lint --strict (pod label, leader Service, hooks, notify, on-lost, 
   --set example.enabled=true --set podLabel.enabled=true --set example.leaderService.enabled=true \
   --set hooks.onStartedLeading=/hooks/started --set notifyUrl=http://127.0.0.1:8080/leader \
   --set onLost=exit --set election.priority=5
+check "helm 4 lint --strict (app check)" "$HELM" lint --strict "$CHART" \
+  --set example.enabled=true --set appCheck.url=tcp://127.0.0.1:8080 --set appCheck.failures=5
 check "helm 3 lint --strict" "$HELM3" lint --strict "$CHART"
 
 # --- schema rejects typos ------------------------------------------------------------------
@@ -185,6 +187,17 @@ fails_with "leader Service without podLabel.enabled fails with a clear message" 
   --set example.enabled=true --set example.leaderService.enabled=true
 fails_with "leader Service without the demo fails with a clear message" "needs example.enabled=true" \
   --set podLabel.enabled=true --set example.leaderService.enabled=true
+fails_with "ftp --set appCheck.url=ftp://x fails on the schema" "appCheck/url" --set appCheck.url=ftp://x
+fails_with "https --set appCheck.url=https://... fails on the schema (the in-pod check speaks http:// only)" "appCheck/url" \
+  --set appCheck.url=https://127.0.0.1:8443/healthz
+fails_with "tcp without a port --set appCheck.url=tcp://127.0.0.1 fails on the schema" "appCheck/url" --set appCheck.url=tcp://127.0.0.1
+fails_with "bad duration --set appCheck.interval=soon fails on the schema" "appCheck/interval" --set appCheck.interval=soon
+fails_with "bare number --set appCheck.timeout=1 fails on the schema (durations need a unit)" "appCheck/timeout" --set appCheck.timeout=1
+fails_with "zero --set appCheck.failures=0 fails on the schema" "appCheck/failures" --set appCheck.failures=0
+fails_with "non-integer --set appCheck.successes=one fails on the schema" "appCheck/successes" --set appCheck.successes=one
+fails_with "typo --set appCheck.timout=1s fails on the schema" "'timout' not allowed" --set appCheck.timout=1s
+fails_with "an app-check flag the chart renders, repeated in extraArgs, fails with a clear message" "would get --app-check-interval twice" \
+  --set example.enabled=true --set appCheck.url=http://127.0.0.1:8080/healthz --set 'extraArgs={--app-check-interval=5s}'
 
 # --- the matrix ------------------------------------------------------------------------------
 ALERTS=deploy/prometheus/alerts.yaml
@@ -322,6 +335,22 @@ case_ loopback-metrics-no-probes-http-limits "{\"kinds\":[$RBAC_KINDS,\"Deployme
   \"sidecar\":\"containers\",\"probes\":false,
   \"args\":{\"--http-max-connections\":\"4096\",\"--http-idle-timeout\":\"1m\"}}" --set example.enabled=true --set metrics.bindAddress=127.0.0.1 \
   --set http.maxConnections=4096 --set http.idleTimeout=1m
+
+# Leadership follows the app: an http check with every timing set (native sidecar), and a tcp
+# check with the default timings (all five flags are rendered once appCheck.url is set).
+case_ app-check-http "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sidecar\":\"initContainers\",\"probes\":true,
+  \"args\":{\"--app-check\":\"http://127.0.0.1:8080/healthz?full=1\",\"--app-check-interval\":\"5s\",
+    \"--app-check-timeout\":\"1500ms\",\"--app-check-failures\":\"4\",\"--app-check-successes\":\"2\"}}" \
+  --set example.enabled=true --set example.nativeSidecar=true \
+  --set-string 'appCheck.url=http://127.0.0.1:8080/healthz?full=1' --set appCheck.interval=5s \
+  --set appCheck.timeout=1500ms --set appCheck.failures=4 --set appCheck.successes=2
+
+case_ app-check-tcp "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sidecar\":\"containers\",\"probes\":true,
+  \"args\":{\"--app-check\":\"tcp://127.0.0.1:5432\",\"--app-check-interval\":\"2s\",
+    \"--app-check-timeout\":\"1s\",\"--app-check-failures\":\"3\",\"--app-check-successes\":\"1\"}}" \
+  --set example.enabled=true --set appCheck.url=tcp://127.0.0.1:5432
 
 # A parent chart that lists leaderd as a dependency and includes the sidecar in its own
 # Deployment, as in the chart README's "add to your chart".

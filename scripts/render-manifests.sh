@@ -69,9 +69,12 @@ the pods as the ServiceAccount `leaderd`; the RBAC names the Lease `leaderd-exam
 `resourceNames`, so rename it there too. In another namespace, replace `default` everywhere
 (including the RoleBinding's subject).
 
-These files keep the chart's defaults: no pod label, hooks, notify URL, `--on-lost` or priority.
-For the leader pod label and a Service that reaches only the leader, render the chart with
+These files keep the chart's defaults: no pod label, hooks, notify URL, `--on-lost`, priority or
+app check. For the leader pod label and a Service that reaches only the leader, render the chart with
 `--set podLabel.enabled=true --set example.leaderService.enabled=true` (it adds `--label-pod`, the
-namespace-wide `pods: get, patch` rule and the Service; see `docs/operations.md`).
+namespace-wide `pods: get, patch` rule and the Service; see `docs/operations.md`). To tie
+leadership to your app's health, add `--app-check=http://127.0.0.1:PORT/PATH` (or
+`tcp://127.0.0.1:PORT`) to the leaderd args of your own workload (chart: `appCheck.url`; see
+`docs/operations.md`, "Leadership follows the app").
 MD
 echo "rendered $out/: $(cd "$out" && ls ./*.yaml | sed 's|^\./||' | tr '\n' ' ')"

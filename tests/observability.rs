@@ -321,13 +321,30 @@ fn exprs_in_json(v: &serde_json::Value, out: &mut Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_rules_use_only_metrics_that_exist() {
-    let c = common::cluster(1).await;
+    let mut c = common::cluster(1).await;
     c.leader(D * 3, &[]).await;
-    let m = scrape(c.cands[0].metrics_addr).await;
-    let exposed: BTreeSet<String> = m
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
+    // leaderd_app_* are exported only with --app-check (LeaderdNoHealthyApp relies on a lease
+    // without the check having no series): a second candidate checks an app that is not there
+    // (it stays unhealthy and never leads), so the rules and panels about the app count too.
+    c.spawn("checked", &["--app-check", "tcp://127.0.0.1:9"])
+        .await;
+    // Names of the metric families a scrape declares (# TYPE lines).
+    let families = |m: &str| -> BTreeSet<String> {
+        m.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let plain = families(&scrape(c.cands[0].metrics_addr).await);
+    let checked = families(&scrape(c.cands[1].metrics_addr).await);
+    assert_eq!(
+        checked.difference(&plain).collect::<Vec<_>>(),
+        ["leaderd_app_checks_total", "leaderd_app_healthy"],
+        "the metrics exported only with --app-check"
+    );
+    let exposed: BTreeSet<String> = checked
+        .union(&plain)
         .flat_map(|n| {
             [
                 n.to_owned(),

@@ -13,8 +13,9 @@ them. SPEC keys (all optional but `kinds`):
   pod_role_namespace  when set, the pods rule must be in a Role of its own ("<lease Role>-pod-label")
                 in this namespace, bound to the same ServiceAccount, and not in the lease Role
   args          {flag: value or null}: the feature flags (--priority, the hooks, --hook-timeout,
-                --notify-url, --on-lost) must be rendered with exactly these values; any of
-                them not named here must be absent (the secure default)
+                --notify-url, --on-lost, --app-check and its four timings) must be rendered with
+                exactly these values; any of them not named here must be absent (the secure
+                default)
   volume_mounts the leaderd container's volumeMounts, exactly (default: none)
   leader_service  {"name", "port"}: one Service of that name selecting the demo pods' labels plus
                 <pod_label_key>: leader, targeting the metrics port, and the Deployment's own
@@ -180,7 +181,8 @@ if spec.get("sidecar"):
         report("--label-pod" not in av and "--pod-label-key" not in av,
                "args: no --label-pod, no --pod-label-key (podLabel off)", f"got {args}")
     FEATURES = ("--priority", "--on-started-leading", "--on-stopped-leading", "--on-new-leader",
-                "--hook-timeout", "--notify-url", "--on-lost")
+                "--hook-timeout", "--notify-url", "--on-lost", "--app-check", "--app-check-interval",
+                "--app-check-timeout", "--app-check-failures", "--app-check-successes")
     want = {f: spec.get("args", {}).get(f) for f in FEATURES}
     have = {f: av.get(f) for f in FEATURES}
     report(have == want and all(flags.count(f) <= 1 for f in FEATURES),

@@ -161,7 +161,8 @@ probes the pod IP, so a loopback bind could never pass).
 leaderd.args: leaderd's command-line arguments as a YAML list (one "- --flag=value" per line),
 from the values. The feature flags are rendered only when set: --priority when not 0,
 --label-pod/--pod-label-key with podLabel.enabled, each hook when not empty (and --hook-timeout
-with any of them), --notify-url when not empty, --on-lost when exit; extraArgs last.
+with any of them), --notify-url when not empty, --on-lost when exit, --app-check with its four
+timings when appCheck.url is not empty; extraArgs last.
 leaderd.containerBody refuses a flag given twice (leaderd would exit with code 64). Internal.
 */}}
 {{- define "leaderd.args" -}}
@@ -207,6 +208,13 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 {{- end }}
 {{- if eq (toString $v.onLost) "exit" }}
 - --on-lost=exit
+{{- end }}
+{{- with $v.appCheck.url }}
+- {{ printf "--app-check=%s" . | quote }}
+- --app-check-interval={{ $v.appCheck.interval }}
+- --app-check-timeout={{ $v.appCheck.timeout }}
+- --app-check-failures={{ int64 $v.appCheck.failures }}
+- --app-check-successes={{ int64 $v.appCheck.successes }}
 {{- end }}
 {{- range $v.extraArgs }}
 - {{ . | quote }}
