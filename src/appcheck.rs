@@ -187,6 +187,8 @@ pub async fn run(
         Client::builder(TokioExecutor::new()).build_http();
     let mut health = Health::new();
     let mut next = Instant::now();
+    info!(target = %cfg.target, "checking the app; it counts as unhealthy until it passes");
+    let mut last_failure: Option<CheckResult> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -199,6 +201,11 @@ pub async fn run(
         };
         if let Some(m) = &metrics {
             m.app_check(result.as_str());
+        }
+        // A failure of another kind than the last one is worth a line, even while the app is
+        // not yet unhealthy (or never was healthy): it says why, once per kind.
+        if result != CheckResult::Ok && last_failure.replace(result) != Some(result) {
+            warn!(target = %cfg.target, result = result.as_str(), "app check failed");
         }
         let was = health.healthy();
         let now = health.record(result == CheckResult::Ok, &cfg);

@@ -3,91 +3,38 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use common::{Cluster, D, P};
 use leaderd_testkit::harness::sampled_tenures;
+use leaderd_testkit::standin::{Health, StandInApp};
 
-const HEALTHY: u8 = 0;
-const FAILING: u8 = 1;
-const HANGING: u8 = 2;
-
-/// An app whose `/healthz` answers 200, 500, or never, as the test says.
-struct StandIn {
-    addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StandIn {
-    async fn start(mode: u8) -> StandIn {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(AtomicU8::new(mode));
-        let m = mode.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let m = m.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let reply = match m.load(Ordering::SeqCst) {
-                        HEALTHY => "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                        FAILING => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        _ => {
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                            return;
-                        }
-                    };
-                    let _ = s.write_all(reply.as_bytes()).await;
-                });
-            }
-        });
-        StandIn { addr, mode, task }
-    }
-
-    fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::SeqCst);
-    }
-
-    /// The `--app-check` flags for this app: checks every 200 ms with a 100 ms timeout; 3
-    /// failures make it unhealthy, 1 pass healthy.
-    fn flags(&self) -> Vec<String> {
-        [
-            "--app-check",
-            &format!("http://{}/healthz", self.addr),
-            "--app-check-interval",
-            "200ms",
-            "--app-check-timeout",
-            "100ms",
-            "--app-check-failures",
-            "3",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// The `--app-check` flags for `app`: checks every 200 ms with a 100 ms timeout; 3 failures make
+/// it unhealthy, 1 pass healthy.
+fn flags(app: &StandInApp) -> Vec<String> {
+    [
+        "--app-check",
+        &app.url(),
+        "--app-check-interval",
+        "200ms",
+        "--app-check-timeout",
+        "100ms",
+        "--app-check-failures",
+        "3",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// Start candidates c1..=n, each checking its own stand-in app started in `modes[i]`.
-async fn cluster(modes: &[u8], extra: &[&str]) -> (Cluster, Vec<StandIn>) {
+async fn cluster(modes: &[Health], extra: &[&str]) -> (Cluster, Vec<StandInApp>) {
     let mut c = common::cluster(0).await;
     let mut apps = Vec::new();
     for (i, mode) in modes.iter().enumerate() {
-        let app = StandIn::start(*mode).await;
-        let mut flags = app.flags();
+        let app = StandInApp::start(*mode).await.unwrap();
+        let mut flags = flags(&app);
         flags.extend(extra.iter().map(|s| s.to_string()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         c.spawn(&format!("c{}", i + 1), &flags).await;
@@ -113,12 +60,12 @@ async fn nobody_leads_for(c: &Cluster, period: Duration) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_app_fails_steps_down_and_a_healthy_follower_takes_over_with_the_next_epoch()
 {
-    let (mut c, apps) = cluster(&[HEALTHY, HEALTHY, HEALTHY], &[]).await;
+    let (mut c, apps) = cluster(&[Health::Healthy, Health::Healthy, Health::Healthy], &[]).await;
     let (leader, epoch) = c.leader(D * 3, &[]).await;
     let v = c.sampler.latest()[&leader].clone();
     assert_eq!(v.app_healthy, Some(true));
     let failed = Instant::now();
-    apps[app_of(&leader)].set(FAILING);
+    apps[app_of(&leader)].set(Health::Failing);
     // 3 failures × 200 ms + 100 ms timeout, plus slack for a loaded machine.
     let stepped_down = c
         .sampler
@@ -150,7 +97,7 @@ async fn a_leader_whose_app_fails_steps_down_and_a_healthy_follower_takes_over_w
         .iter()
         .any(|l| l.contains("stopped leading") && l.contains("app_unhealthy")));
     // Recovered, it keeps out: the new leader keeps the lease.
-    apps[app_of(&leader)].set(HEALTHY);
+    apps[app_of(&leader)].set(Health::Healthy);
     tokio::time::sleep(D).await;
     assert_eq!(c.leader(P, &[]).await, (next, epoch2));
     c.assert_safe();
@@ -159,7 +106,7 @@ async fn a_leader_whose_app_fails_steps_down_and_a_healthy_follower_takes_over_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_app_unhealthy_nobody_leads_and_the_first_to_recover_leads_within_a_second() {
-    let (mut c, apps) = cluster(&[FAILING, FAILING, FAILING], &[]).await;
+    let (mut c, apps) = cluster(&[Health::Failing, Health::Failing, Health::Failing], &[]).await;
     assert!(
         nobody_leads_for(&c, D * 3).await,
         "someone led with an unhealthy app"
@@ -167,7 +114,7 @@ async fn with_every_app_unhealthy_nobody_leads_and_the_first_to_recover_leads_wi
     let v = c.sampler.latest()["c2"].clone();
     assert_eq!(v.app_healthy, Some(false));
     let recovered = Instant::now();
-    apps[1].set(HEALTHY);
+    apps[1].set(Health::Healthy);
     let (leader, _) = c.leader(Duration::from_secs(2), &[]).await;
     assert_eq!(leader, "c2");
     let took = c
@@ -178,7 +125,7 @@ async fn with_every_app_unhealthy_nobody_leads_and_the_first_to_recover_leads_wi
         - recovered;
     assert!(took < Duration::from_secs(1), "took {took:?}");
     // Its app fails too: it releases, and nobody leads again...
-    apps[1].set(FAILING);
+    apps[1].set(Health::Failing);
     assert!(
         c.sampler
             .wait_for(Duration::from_secs(2), |l| (!l["c2"].is_leader)
@@ -193,7 +140,7 @@ async fn with_every_app_unhealthy_nobody_leads_and_the_first_to_recover_leads_wi
     );
     // ...until another recovers: it takes the released lease at once, no lease-duration wait.
     let recovered = Instant::now();
-    apps[2].set(HEALTHY);
+    apps[2].set(Health::Healthy);
     let (leader, _) = c.leader(Duration::from_secs(2), &[]).await;
     assert_eq!(leader, "c3");
     let took = c
@@ -212,8 +159,8 @@ async fn a_check_that_hangs_delays_no_renewal() {
     // The check may hang up to its 1 s timeout every second, and it takes 1000 failures to
     // count: the app stays "healthy" while every check hangs.
     let mut c = common::cluster(0).await;
-    let app = StandIn::start(HEALTHY).await;
-    let target = format!("http://{}/healthz", app.addr);
+    let app = StandInApp::start(Health::Healthy).await.unwrap();
+    let target = app.url();
     c.spawn(
         "c1",
         &[
@@ -229,7 +176,7 @@ async fn a_check_that_hangs_delays_no_renewal() {
     )
     .await;
     c.leader(D * 3, &[]).await;
-    app.set(HANGING);
+    app.set(Health::Hanging);
     let from = Instant::now();
     tokio::time::sleep(P * 8).await;
     let renewals = c
@@ -247,14 +194,14 @@ async fn a_check_that_hangs_delays_no_renewal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_that_flaps_moves_leadership_at_most_once() {
-    let (mut c, apps) = cluster(&[HEALTHY, HEALTHY, HEALTHY], &[]).await;
+    let (mut c, apps) = cluster(&[Health::Healthy, Health::Healthy, Health::Healthy], &[]).await;
     let (leader, _) = c.leader(D * 3, &[]).await;
     let from = Instant::now();
     // 1 s failing, 1 s healthy, for 8 s.
     for _ in 0..4 {
-        apps[app_of(&leader)].set(FAILING);
+        apps[app_of(&leader)].set(Health::Failing);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        apps[app_of(&leader)].set(HEALTHY);
+        apps[app_of(&leader)].set(Health::Healthy);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let runs: Vec<_> = sampled_tenures(&c.sampler.samples())
@@ -272,7 +219,7 @@ async fn an_app_that_flaps_moves_leadership_at_most_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_health_is_in_metrics_and_without_a_check_the_field_is_null() {
-    let (mut c, apps) = cluster(&[HEALTHY], &[]).await;
+    let (mut c, apps) = cluster(&[Health::Healthy], &[]).await;
     assert_eq!(c.leader(D * 3, &[]).await.0, "c1");
     c.spawn("plain", &[]).await;
     let plain = c
@@ -281,7 +228,7 @@ async fn app_health_is_in_metrics_and_without_a_check_the_field_is_null() {
         .await
         .expect("plain answers");
     assert_eq!(plain.app_healthy, None);
-    apps[0].set(FAILING);
+    apps[0].set(Health::Failing);
     c.leader_above(D * 2, 1).await;
     let metrics = leaderd_testkit::harness::get(
         &leaderd_testkit::harness::http_client(),
