@@ -25,6 +25,10 @@
 #   - LEADERD_FROM=prebuilt: a build context directory holding `leaderd` (the static binary
 #     scripts/check-static-binary.sh builds) and `ca-certificates.crt`, so that nothing is pulled:
 #     scripts/build-image.sh does this (podman/buildah; BuildKit and buildah skip unused stages).
+# With podman/buildah, name the source build explicitly: `podman build --build-arg
+# LEADERD_FROM=builder .` (buildah 1.28, Debian 12, decides which stages to skip from the
+# --build-arg values only, not from the ARG default below, and otherwise fails with "builder:
+# image not known").
 
 ARG RUST_VERSION=1.95
 ARG LEADERD_FROM=builder
