@@ -46,6 +46,7 @@ use clap::{Parser, ValueEnum};
 use fastrand::Rng;
 use leaderd::election::record::micro_time;
 use leaderd_testkit::harness::{runtime, Cluster, ClusterOptions};
+use leaderd_testkit::standin::{Health, StandInApp};
 use serde_json::{json, Value};
 
 use check::{Calm, Input, Report, Version};
@@ -121,7 +122,7 @@ struct Args {
     mean_interval: Duration,
     /// Fault kinds to inject (comma-separated; default all): kill,term,partition,slow,errors,
     /// delete,foreign,garbage,annotations,forged (leaderd's release marker on a record whose
-    /// holder a foreign writer emptied).
+    /// holder a foreign writer emptied),app (a candidate's app fails its --app-check for a while).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// The leaderd binary (default: the one cargo built for this bench). A copy keeps a long
@@ -175,7 +176,7 @@ struct LibtestFlags {
     list: bool,
 }
 
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "kill",
     "term",
     "partition",
@@ -186,8 +187,9 @@ const KINDS: [&str; 10] = [
     "garbage",
     "annotations",
     "forged",
+    "app",
 ];
-const WEIGHTS: [f64; 10] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5];
+const WEIGHTS: [f64; 11] = [1.0, 1.0, 1.5, 1.0, 1.0, 0.5, 0.7, 0.7, 0.8, 0.5, 0.8];
 
 fn main() -> ExitCode {
     let no_arguments = std::env::args_os().len() == 1;
@@ -265,6 +267,8 @@ struct Runner {
     ghosts: u64,
     max_epoch: i64,
     quiet: bool,
+    /// Per slot: the stand-in app its leaderd checks (`--app-check`), kept across restarts.
+    apps: Vec<StandInApp>,
 }
 
 #[derive(Clone, Debug)]
@@ -272,6 +276,7 @@ enum Undo {
     Heal(String),
     Unslow(String),
     ErrorsOff(Option<String>),
+    AppHealthy(usize),
     Restart(usize),
     TermDeadline(usize),
 }
@@ -332,7 +337,21 @@ impl Runner {
         let gen = self.slots[slot].len() + 1;
         let label = format!("{name}#{gen}");
         let clock = self.pick_clock(slot);
-        let spec = self.cluster.spec(&name, &[])?;
+        // Leadership follows the app (rule 13): checked every 200 ms, unhealthy after 2 failures.
+        let app = self.apps[slot].url();
+        let spec = self.cluster.spec(
+            &name,
+            &[
+                "--app-check",
+                &app,
+                "--app-check-interval",
+                "200ms",
+                "--app-check-timeout",
+                "100ms",
+                "--app-check-failures",
+                "2",
+            ],
+        )?;
         let watch = Watch {
             t0: self.t0,
             sample_period: self.sample_period,
@@ -567,6 +586,18 @@ impl Runner {
                 self.count(format!("foreign: annotations ({what})"));
                 self.note(&format!("foreign write: annotations only ({what})"));
             }
+            "app" => {
+                // The app flaps: it fails for a while, then recovers. Its leaderd steps down and
+                // releases (a follower with a healthy app takes over), or does not take the lease.
+                let Some(slot) = self.choose_target(true) else {
+                    return Ok(());
+                };
+                let d = Duration::from_millis(self.rng.u64(300..4000));
+                self.apps[slot].set(Health::Failing);
+                self.count("app fails");
+                self.note(&format!("the app of {} fails for {d:?}", Self::name(slot)));
+                self.undo.push((now + d, Undo::AppHealthy(slot)));
+            }
             "forged" => {
                 // leaderd's release marker on a record whose holder this foreign writer
                 // emptied: not a release (rule 5), followers wait it out.
@@ -595,6 +626,10 @@ impl Runner {
             }
             Undo::Unslow(n) => self.cluster.server.set_latency(&n, Duration::ZERO),
             Undo::ErrorsOff(n) => self.cluster.server.set_error_rate(n.as_deref(), 0.0, 500),
+            Undo::AppHealthy(slot) => {
+                self.apps[slot].set(Health::Healthy);
+                self.note(&format!("the app of {} recovers", Self::name(slot)));
+            }
             Undo::Restart(slot) => {
                 if self.alive(slot) {
                     // Still shutting down: try again shortly.
@@ -631,6 +666,9 @@ impl Runner {
     /// Clear every fault, restart the dead, and wait for a leader. Returns the window.
     async fn calm(&mut self, extra: Duration) -> anyhow::Result<Calm> {
         self.cluster.server.clear_faults();
+        for app in &self.apps {
+            app.set(Health::Healthy);
+        }
         let start = Instant::now();
         self.note("calm: faults cleared");
         let pending: Vec<(Instant, Undo)> = std::mem::take(&mut self.undo);
@@ -852,6 +890,10 @@ async fn run(a: Args) -> anyhow::Result<Verdict> {
         })
     };
 
+    let mut apps = Vec::new();
+    for _ in 0..n {
+        apps.push(StandInApp::start(Health::Healthy).await?);
+    }
     let t0 = Instant::now();
     let mut r = Runner {
         cluster,
@@ -871,6 +913,7 @@ async fn run(a: Args) -> anyhow::Result<Verdict> {
         ghosts: 0,
         max_epoch: 0,
         quiet: a.quiet,
+        apps,
     };
     let cmd = format!(
         "cargo test --test chaos -- --seed {seed} --duration {} --candidates {n} --drift {}{}",
