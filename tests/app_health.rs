@@ -177,16 +177,7 @@ async fn a_check_that_hangs_delays_no_renewal() {
     .await;
     c.leader(D * 3, &[]).await;
     app.set(Health::Hanging);
-    let from = Instant::now();
-    tokio::time::sleep(P * 8).await;
-    let renewals = c
-        .server
-        .requests()
-        .iter()
-        .filter(|r| {
-            r.client == "c1" && r.verb == "update" && r.status == 200 && r.at >= from.into_std()
-        })
-        .count();
+    let renewals = common::renewals_during(&c, "c1", P * 8).await;
     assert!(renewals >= 6, "only {renewals} renewals in 8 retry periods");
     assert_eq!(c.leader(P, &[]).await.0, "c1");
     c.assert_alive();

@@ -370,16 +370,7 @@ async fn hooks_run_once_per_transition_with_their_env_and_a_slow_hook_never_dela
     .await;
     hook_wrote(&f2, "new c1 1", Duration::from_secs(2)).await;
     // The started hook sleeps for a minute; renewals go on every retry period meanwhile.
-    let from = Instant::now();
-    tokio::time::sleep(P * 8).await;
-    let renewals = c
-        .server
-        .requests()
-        .iter()
-        .filter(|r| {
-            r.client == "c1" && r.verb == "update" && r.status == 200 && r.at >= from.into_std()
-        })
-        .count();
+    let renewals = common::renewals_during(&c, "c1", P * 8).await;
     assert!(renewals >= 6, "only {renewals} renewals in 8 retry periods");
     // Cut c1 off: it stops leading at its deadline (stopped hook, reason renew_deadline), c2
     // takes over (started hook) and both see the new leader (new-leader hooks).

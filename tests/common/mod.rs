@@ -40,3 +40,15 @@ pub async fn cluster_with(n: usize, extra: &[&str]) -> Cluster {
     }
     c
 }
+
+/// Sleep for `period`, then count the successful Lease updates (renewals) `who` made meanwhile,
+/// as the test server saw them.
+pub async fn renewals_during(c: &Cluster, who: &str, period: Duration) -> usize {
+    let from = tokio::time::Instant::now().into_std();
+    tokio::time::sleep(period).await;
+    c.server
+        .requests()
+        .iter()
+        .filter(|r| r.client == who && r.verb == "update" && r.status == 200 && r.at >= from)
+        .count()
+}
