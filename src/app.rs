@@ -78,6 +78,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(config::Command::Timings(args)) = &cli.command {
+        return crate::timings::run(args);
+    }
     let settings = match cli
         .run
         .validate(|k| std::env::var(k).ok(), config::hostname)

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::appcheck::{AppCheck, Target};
 use crate::election::Params;
@@ -21,11 +21,74 @@ pub const DEFAULT_POD_LABEL_KEY: &str = "leaderd.io/role";
 
 /// leaderd: campaign for a Kubernetes Lease and tell the app, on localhost, whether it leads.
 #[derive(Debug, Parser)]
-#[command(name = "leaderd", version, about)]
+#[command(
+    name = "leaderd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    /// What to run instead of the sidecar.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// The sidecar's flags.
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print what the timing flags buy (failover, handover, outage survived, clock tolerance)
+    /// and cost (API requests/s), with warnings; needs no cluster.
+    Timings(crate::timings::TimingsArgs),
+}
+
+/// The timing flags, shared by the sidecar and `leaderd timings`.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct TimingArgs {
+    /// How long followers wait on an unchanged lease before taking over (whole seconds, >= 1s).
+    #[arg(long, env = "LEADERD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// How long the leader keeps claiming leadership after its last successful renew was sent.
+    #[arg(long, env = "LEADERD_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// Interval between renewals; polling interval while the watch is down.
+    #[arg(long, env = "LEADERD_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+}
+
+impl TimingArgs {
+    /// Check D > R > P > 0 and D >= 1s; the error names the flag and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let (d, r, p) = (self.lease_duration, self.renew_deadline, self.retry_period);
+        if d < Duration::from_secs(1) {
+            return Err(ConfigError::Timing(format!(
+                "--lease-duration {} is below 1s: the Lease stores whole seconds; use at least 1s (default 15s)",
+                human(d)
+            )));
+        }
+        if r >= d {
+            return Err(ConfigError::Timing(format!(
+                "--renew-deadline {} must be shorter than --lease-duration {}: lower the deadline or raise the duration (defaults 10s < 15s)",
+                human(r),
+                human(d)
+            )));
+        }
+        if p >= r {
+            return Err(ConfigError::Timing(format!(
+                "--retry-period {} must be shorter than --renew-deadline {}: lower the retry period (default 2s)",
+                human(p),
+                human(r)
+            )));
+        }
+        if p.is_zero() {
+            return Err(ConfigError::Timing(
+                "--retry-period must be greater than 0: use e.g. 2s".to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Log output format.
@@ -59,15 +122,9 @@ pub struct RunArgs {
     /// This candidate's identity [default: $POD_NAME, else the hostname].
     #[arg(long, env = "LEADERD_IDENTITY")]
     pub identity: Option<String>,
-    /// How long followers wait on an unchanged lease before taking over (whole seconds, >= 1s).
-    #[arg(long, env = "LEADERD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub lease_duration: Duration,
-    /// How long the leader keeps claiming leadership after its last successful renew was sent.
-    #[arg(long, env = "LEADERD_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub renew_deadline: Duration,
-    /// Interval between renewals; polling interval while the watch is down.
-    #[arg(long, env = "LEADERD_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
-    pub retry_period: Duration,
+    /// Timing: lease duration, renew deadline, retry period.
+    #[command(flatten)]
+    pub timing: TimingArgs,
     /// Address of the app-facing API (/leader, /healthz, /readyz).
     #[arg(long, env = "LEADERD_HTTP_ADDR", default_value = "127.0.0.1:4040")]
     pub http_addr: SocketAddr,
@@ -334,32 +391,12 @@ impl RunArgs {
         if identity.trim().is_empty() {
             return Err(ConfigError::EmptyIdentity);
         }
-        let (d, r, p) = (self.lease_duration, self.renew_deadline, self.retry_period);
-        if d < Duration::from_secs(1) {
-            return Err(ConfigError::Timing(format!(
-                "--lease-duration {} is below 1s: the Lease stores whole seconds; use at least 1s (default 15s)",
-                human(d)
-            )));
-        }
-        if r >= d {
-            return Err(ConfigError::Timing(format!(
-                "--renew-deadline {} must be shorter than --lease-duration {}: lower the deadline or raise the duration (defaults 10s < 15s)",
-                human(r),
-                human(d)
-            )));
-        }
-        if p >= r {
-            return Err(ConfigError::Timing(format!(
-                "--retry-period {} must be shorter than --renew-deadline {}: lower the retry period (default 2s)",
-                human(p),
-                human(r)
-            )));
-        }
-        if p.is_zero() {
-            return Err(ConfigError::Timing(
-                "--retry-period must be greater than 0: use e.g. 2s".to_owned(),
-            ));
-        }
+        self.timing.validate()?;
+        let (d, r, p) = (
+            self.timing.lease_duration,
+            self.timing.renew_deadline,
+            self.timing.retry_period,
+        );
         if self.http_addr == self.metrics_addr && self.http_addr.port() != 0 {
             return Err(ConfigError::SameAddr(self.http_addr));
         }

@@ -21,6 +21,7 @@
 //! - [`appcheck`]: `--app-check`, leaderd's own check of the app, an input to the election
 //!   like the store (leadership follows the app's health).
 //! - [`config`]: flags and environment, validated before anything starts.
+//! - [`timings`]: `leaderd timings`, what the timing flags buy and cost (no cluster needed).
 //! - [`shutdown`]: SIGTERM/SIGINT as one cancellation token.
 //! - [`app`]: the whole program (flags to exit code) and its one shutdown plan; `main.rs` only
 //!   calls it.
@@ -43,3 +44,4 @@ pub mod notify;
 pub mod podlabel;
 pub mod shutdown;
 pub mod status;
+pub mod timings;

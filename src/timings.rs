@@ -1,0 +1,504 @@
+//! `leaderd timings`: what the lease duration D, renew deadline R and retry period P buy
+//! (failover, handover, outage survived, clock tolerance) and cost (API requests/s), derived from
+//! the rules of `election::state` as leaderd behaves today; formulas in `docs/design.md`
+//! ("Timing: what D, R and P buy and cost"). Pure functions; [`run`] only prints.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::config::{TimingArgs, EXIT_USAGE};
+
+/// The store asks the apiserver to end each watch after this long (`kube_store`), so every
+/// candidate re-opens its watch about once a period.
+pub const WATCH_REOPEN_S: f64 = 60.0;
+
+/// A back-off after a failed request waits `P/2` stretched by up to this factor
+/// (`Machine::back_off` and `jitter`); also the polling jitter while the watch is down.
+pub const JITTER_MAX: f64 = 1.2;
+
+/// Flags of `leaderd timings`.
+#[derive(Debug, Args)]
+pub struct TimingsArgs {
+    /// The sidecar's timing flags, with the same defaults and checks.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+    /// Number of Leases (one election, hence one group of candidates, per Lease).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub leases: u32,
+    /// Candidates per Lease (leader included).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub candidates: u32,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Every figure, in seconds or per second.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Timings {
+    /// D.
+    pub lease_duration_s: f64,
+    /// R.
+    pub renew_deadline_s: f64,
+    /// P.
+    pub retry_period_s: f64,
+    /// `--leases`.
+    pub leases: u32,
+    /// `--candidates`.
+    pub candidates: u32,
+    /// Timeout of every API call: R/2.
+    pub call_timeout_s: f64,
+    /// Upper bound of the takeover spread: min(P/4, 50 ms).
+    pub takeover_spread_s: f64,
+    /// kill -9 of the leader, worst: D + spread (the crash came right after a renewal).
+    pub crash_failover_worst_s: f64,
+    /// kill -9, typical (mean): D − P/2 + spread/2.
+    pub crash_failover_typical_s: f64,
+    /// kill -9, best: D − P (the crash came just before the next renewal).
+    pub crash_failover_best_s: f64,
+    /// kill -9 while the followers' watch is down (they poll every P × 1–1.2): D + 1.2 P + spread.
+    pub crash_failover_worst_polling_s: f64,
+    /// SIGTERM / release: API round trips on the path (release PUT, then the acquiring PUT),
+    /// plus one watch event; milliseconds on a healthy apiserver.
+    pub graceful_handover_round_trips: u32,
+    /// SIGTERM / release, worst while both calls are answered: 2 × R/2 = R.
+    pub graceful_handover_worst_answered_s: f64,
+    /// SIGTERM / release while the followers' watch is down: 1.2 P + one call.
+    pub graceful_handover_worst_polling_s: f64,
+    /// Longest apiserver outage always survived when failing calls are answered at once
+    /// (5xx, refused): R − P − 0.6 P.
+    pub outage_survived_s: f64,
+    /// Longest apiserver outage always survived when calls hang until their R/2 timeout:
+    /// R − P − (R/2 + 0.6 P).
+    pub outage_survived_hanging_s: f64,
+    /// Clock-rate difference tolerated: (D − R)/(D + R).
+    pub clock_rate_tolerance: f64,
+    /// Renewal attempts sent within one R after a successful one, when every call hangs until
+    /// its timeout: the first after P, then one every R/2 + 0.6 P.
+    pub attempts_per_deadline: u32,
+    /// The same when failing calls are answered at once: the first after P, then every 0.6 P.
+    pub attempts_per_deadline_fast_errors: u32,
+    /// Lease writes of the leader: 1/P.
+    pub leader_writes_per_s: f64,
+    /// API requests of the leader: 1/P + 1/60 (renewals and watch re-opens).
+    pub leader_requests_per_s: f64,
+    /// API requests of each follower: 1/60 (watch re-opens).
+    pub follower_requests_per_s: f64,
+    /// All candidates of one Lease: 1/P + candidates/60.
+    pub lease_requests_per_s: f64,
+    /// All candidates of all Leases: leases × (1/P + candidates/60).
+    pub total_requests_per_s: f64,
+    /// Lease writes of all leaders: leases/P.
+    pub total_writes_per_s: f64,
+    /// Settings that are unsafe or wasteful, each naming the flag and the fix.
+    pub warnings: Vec<String>,
+}
+
+/// Renewals sent in `(0, R)` after a successful one sent at 0: the first at `P`, then one
+/// every `gap` (the worst case of the back-off); `ceil((R − P)/gap)`.
+fn attempts(r: f64, p: f64, gap: f64) -> u32 {
+    if p >= r {
+        return 0;
+    }
+    ((r - p) / gap).ceil() as u32
+}
+
+fn secs(x: f64) -> String {
+    humantime::format_duration(Duration::from_millis((x * 1000.0).round().max(0.0) as u64))
+        .to_string()
+}
+
+/// Compute every figure for validated settings (D > R > P > 0).
+pub fn compute(d: Duration, r: Duration, p: Duration, leases: u32, candidates: u32) -> Timings {
+    let (d, r, p) = (d.as_secs_f64(), r.as_secs_f64(), p.as_secs_f64());
+    let spread = (p / 4.0).min(0.050);
+    let call_timeout = r / 2.0;
+    let back_off = p / 2.0 * JITTER_MAX;
+    let watch = 1.0 / WATCH_REOPEN_S;
+    let lease_requests = 1.0 / p + f64::from(candidates) * watch;
+    let mut t = Timings {
+        lease_duration_s: d,
+        renew_deadline_s: r,
+        retry_period_s: p,
+        leases,
+        candidates,
+        call_timeout_s: call_timeout,
+        takeover_spread_s: spread,
+        crash_failover_worst_s: d + spread,
+        crash_failover_typical_s: d - p / 2.0 + spread / 2.0,
+        crash_failover_best_s: d - p,
+        crash_failover_worst_polling_s: d + p * JITTER_MAX + spread,
+        graceful_handover_round_trips: 2,
+        graceful_handover_worst_answered_s: 2.0 * call_timeout,
+        graceful_handover_worst_polling_s: p * JITTER_MAX + call_timeout,
+        outage_survived_s: (r - p - back_off).max(0.0),
+        outage_survived_hanging_s: (r - p - call_timeout - back_off).max(0.0),
+        clock_rate_tolerance: (d - r) / (d + r),
+        attempts_per_deadline: attempts(r, p, call_timeout + back_off),
+        attempts_per_deadline_fast_errors: attempts(r, p, back_off),
+        leader_writes_per_s: 1.0 / p,
+        leader_requests_per_s: 1.0 / p + watch,
+        follower_requests_per_s: watch,
+        lease_requests_per_s: lease_requests,
+        total_requests_per_s: f64::from(leases) * lease_requests,
+        total_writes_per_s: f64::from(leases) / p,
+        warnings: Vec::new(),
+    };
+    t.warnings = warnings(&t);
+    t
+}
+
+/// Warnings for unsafe or wasteful settings; each names the flag and the fix.
+pub fn warnings(t: &Timings) -> Vec<String> {
+    let (d, r, p) = (t.lease_duration_s, t.renew_deadline_s, t.retry_period_s);
+    let mut w = Vec::new();
+    if t.clock_rate_tolerance < 0.1 {
+        w.push(format!(
+            "--renew-deadline {} is close to --lease-duration {}: only {:.1}% clock-rate difference is tolerated; lower --renew-deadline to at most {} (10%) or raise --lease-duration",
+            secs(r),
+            secs(d),
+            t.clock_rate_tolerance * 100.0,
+            secs(d * 9.0 / 11.0)
+        ));
+    }
+    if t.attempts_per_deadline < 2 {
+        w.push(format!(
+            "--retry-period {} is close to --renew-deadline {}: only {} renewal attempt fits in a deadline when calls hang until their {} timeout, so one slow call loses leadership; lower --retry-period to at most {}",
+            secs(p),
+            secs(r),
+            t.attempts_per_deadline,
+            secs(t.call_timeout_s),
+            secs(r / 4.0)
+        ));
+    }
+    if r / 2.0 < 1.0 {
+        w.push(format!(
+            "--renew-deadline {} makes every API call time out after {}, below what a loaded apiserver may take (its SLO allows 1s at p99 for writes); raise --renew-deadline to at least 2s",
+            secs(r),
+            secs(r / 2.0)
+        ));
+    }
+    if p < 0.5 || t.total_writes_per_s > 10.0 {
+        w.push(format!(
+            "--retry-period {} makes the leaders write {:.1} times per second to etcd ({} lease(s)); raise --retry-period to at least {} (and --renew-deadline, --lease-duration with it) unless failover must be that fast",
+            secs(p),
+            t.total_writes_per_s,
+            t.leases,
+            secs((f64::from(t.leases) / 10.0).max(0.5))
+        ));
+    }
+    if d > 3.0 * r {
+        w.push(format!(
+            "--lease-duration {} is more than 3× --renew-deadline {}: a crash costs up to {} but safety needs only D > R (clocks differ by ppm); lower --lease-duration to about {} (20% clock tolerance) for faster failover",
+            secs(d),
+            secs(r),
+            secs(t.crash_failover_worst_s),
+            secs((1.5 * r).ceil().max(1.0))
+        ));
+    }
+    if t.total_requests_per_s > 50.0 {
+        w.push(format!(
+            "{} lease(s) × {} candidate(s) make {:.1} API requests per second; raise --retry-period or run fewer candidates",
+            t.leases, t.candidates, t.total_requests_per_s
+        ));
+    }
+    w
+}
+
+/// The table printed by `leaderd timings`.
+pub fn table(t: &Timings) -> String {
+    let rows: Vec<(&str, String, &str)> = vec![
+        (
+            "settings",
+            format!(
+                "D {} / R {} / P {}, {} lease(s) × {} candidate(s)",
+                secs(t.lease_duration_s),
+                secs(t.renew_deadline_s),
+                secs(t.retry_period_s),
+                t.leases,
+                t.candidates
+            ),
+            "",
+        ),
+        (
+            "crash failover (kill -9), worst",
+            secs(t.crash_failover_worst_s),
+            "D + spread (+ one request)",
+        ),
+        (
+            "crash failover, typical",
+            secs(t.crash_failover_typical_s),
+            "D − P/2 + spread/2; best D − P",
+        ),
+        (
+            "crash failover, watch down",
+            secs(t.crash_failover_worst_polling_s),
+            "D + 1.2 P + spread (followers poll)",
+        ),
+        (
+            "graceful handover (SIGTERM, release)",
+            format!("{} round trips", t.graceful_handover_round_trips),
+            "release PUT, watch event, acquire PUT: ms on a healthy apiserver",
+        ),
+        (
+            "graceful handover, worst answered",
+            secs(t.graceful_handover_worst_answered_s),
+            "2 × R/2; watch down: +1.2 P; release lost: crash failover",
+        ),
+        (
+            "apiserver outage survived",
+            secs(t.outage_survived_s),
+            "R − 1.6 P (errors answered at once)",
+        ),
+        (
+            "apiserver outage survived, calls hang",
+            secs(t.outage_survived_hanging_s),
+            "R/2 − 1.6 P (calls time out after R/2)",
+        ),
+        (
+            "clock rate tolerance",
+            format!("{:.1}%", t.clock_rate_tolerance * 100.0),
+            "(D − R)/(D + R)",
+        ),
+        (
+            "attempts per deadline",
+            format!(
+                "{} ({} if errors come at once)",
+                t.attempts_per_deadline, t.attempts_per_deadline_fast_errors
+            ),
+            "renewals sent within R after a success",
+        ),
+        ("call timeout", secs(t.call_timeout_s), "R/2"),
+        (
+            "leader writes/s",
+            format!("{:.3}", t.leader_writes_per_s),
+            "1/P",
+        ),
+        (
+            "leader requests/s",
+            format!("{:.3}", t.leader_requests_per_s),
+            "1/P + 1/60 (watch re-opens)",
+        ),
+        (
+            "follower requests/s",
+            format!("{:.3}", t.follower_requests_per_s),
+            "1/60 (watch re-opens)",
+        ),
+        (
+            "requests/s per lease, all candidates",
+            format!("{:.3}", t.lease_requests_per_s),
+            "1/P + candidates/60",
+        ),
+        (
+            "requests/s, all leases",
+            format!("{:.3}", t.total_requests_per_s),
+            "leases × (1/P + candidates/60)",
+        ),
+        (
+            "writes/s, all leases",
+            format!("{:.3}", t.total_writes_per_s),
+            "leases/P",
+        ),
+    ];
+    let width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let vwidth = rows
+        .iter()
+        .skip(1)
+        .map(|r| r.1.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (name, value, formula) in rows {
+        let pad = width - name.chars().count();
+        let line = format!("{name}{}  {value:<vwidth$}  {formula}", " ".repeat(pad));
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if t.warnings.is_empty() {
+        out.push_str("no warnings\n");
+    }
+    for w in &t.warnings {
+        out.push_str("warning: ");
+        out.push_str(w);
+        out.push('\n');
+    }
+    out
+}
+
+/// `leaderd timings`: validate like the sidecar (exit 64 naming the flag), then print.
+pub fn run(args: &TimingsArgs) -> ExitCode {
+    if let Err(e) = args.timing.validate() {
+        eprintln!("leaderd: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let t = compute(
+        args.timing.lease_duration,
+        args.timing.renew_deadline,
+        args.timing.retry_period,
+        args.leases,
+        args.candidates,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&t).expect("figures serialize")
+        );
+    } else {
+        print!("{}", table(&t));
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(d: u64, r: u64, p: u64, candidates: u32) -> Timings {
+        compute(
+            Duration::from_millis(d),
+            Duration::from_millis(r),
+            Duration::from_millis(p),
+            1,
+            candidates,
+        )
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn defaults_15_10_2() {
+        let x = t(15_000, 10_000, 2_000, 3);
+        assert!(close(x.call_timeout_s, 5.0));
+        assert!(close(x.takeover_spread_s, 0.05));
+        assert!(close(x.crash_failover_worst_s, 15.05));
+        assert!(close(x.crash_failover_typical_s, 14.025));
+        assert!(close(x.crash_failover_best_s, 13.0));
+        assert!(close(x.clock_rate_tolerance, 0.2));
+        assert!(close(x.outage_survived_s, 6.8));
+        assert!(close(x.outage_survived_hanging_s, 1.8));
+        assert_eq!(x.attempts_per_deadline, 2);
+        assert_eq!(x.attempts_per_deadline_fast_errors, 7);
+        assert!(close(x.leader_writes_per_s, 0.5));
+        assert!(close(x.leader_requests_per_s, 0.5 + 1.0 / 60.0));
+        assert!(close(x.follower_requests_per_s, 1.0 / 60.0));
+        assert!(close(x.lease_requests_per_s, 0.55));
+        assert!(x.warnings.is_empty(), "{:?}", x.warnings);
+    }
+
+    #[test]
+    fn fast_3_2_half() {
+        let x = t(3_000, 2_000, 500, 3);
+        assert!(close(x.crash_failover_worst_s, 3.05));
+        assert!(close(x.crash_failover_typical_s, 2.775));
+        assert!(close(x.clock_rate_tolerance, 0.2));
+        assert!(close(x.outage_survived_s, 1.2));
+        assert!(close(x.outage_survived_hanging_s, 0.2));
+        assert_eq!(x.attempts_per_deadline, 2);
+        assert_eq!(x.attempts_per_deadline_fast_errors, 5);
+        // The "2.1 API requests per second" for this group.
+        assert!(close(x.lease_requests_per_s, 2.05));
+        assert!(close(x.leader_writes_per_s, 2.0));
+        assert!(x.warnings.is_empty(), "{:?}", x.warnings);
+    }
+
+    /// bench/RESULTS.md, defaults, 3 candidates: kill -9 13139–14948 ms (medians 13428 and
+    /// 14214 in two runs), SIGTERM 3–12 ms, leader 0.517 requests/s and 0.500 writes/s,
+    /// follower 0.017 requests/s.
+    #[test]
+    fn matches_the_measured_figures() {
+        let x = t(15_000, 10_000, 2_000, 3);
+        for measured in [13.139, 13.394, 13.428, 13.544, 14.948, 14.214, 14.581] {
+            assert!(measured >= x.crash_failover_best_s && measured <= x.crash_failover_worst_s);
+        }
+        for median in [13.428, 14.214] {
+            assert!((median - x.crash_failover_typical_s).abs() <= x.retry_period_s / 2.0);
+        }
+        assert!((x.leader_requests_per_s - 0.517).abs() < 0.001);
+        assert!((x.leader_writes_per_s - 0.500).abs() < 0.001);
+        assert!((x.follower_requests_per_s - 0.017).abs() < 0.001);
+        // The image end-to-end run (D 2s, R 1.5s, P 250ms): kill -9 → next leader 2066–2236 ms,
+        // within D + spread plus podman's own latency (bound used there: D + R + 750 ms).
+        let y = t(2_000, 1_500, 250, 3);
+        assert!(y.crash_failover_best_s <= 2.066 && 2.066 <= y.crash_failover_worst_s + 0.2);
+    }
+
+    #[test]
+    fn warnings_name_the_flag_and_the_fix() {
+        let has = |x: &Timings, flag: &str| x.warnings.iter().any(|w| w.starts_with(flag));
+        // R close to D.
+        let x = t(10_000, 9_500, 2_000, 3);
+        assert!(has(
+            &x,
+            "--renew-deadline 9s 500ms is close to --lease-duration"
+        ));
+        // P close to R: one attempt per deadline.
+        let x = t(15_000, 10_000, 4_000, 3);
+        assert_eq!(x.attempts_per_deadline, 1);
+        assert!(has(&x, "--retry-period 4s is close to --renew-deadline"));
+        // Tiny R: calls time out below apiserver latency; tiny P: write load.
+        let x = t(1_000, 600, 100, 3);
+        assert!(has(
+            &x,
+            "--renew-deadline 600ms makes every API call time out"
+        ));
+        assert!(has(
+            &x,
+            "--retry-period 100ms makes the leaders write 10.0 times"
+        ));
+        // D far above R.
+        let x = t(60_000, 10_000, 2_000, 3);
+        assert!(has(&x, "--lease-duration 1m is more than 3×"));
+        // Many leases.
+        let x = compute(
+            Duration::from_secs(15),
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            200,
+            3,
+        );
+        assert!(x
+            .warnings
+            .iter()
+            .any(|w| w.contains("raise --retry-period")));
+        for w in &x.warnings {
+            assert!(w.contains("--"), "{w}");
+        }
+    }
+
+    #[test]
+    fn leases_multiply_the_load() {
+        let x = compute(
+            Duration::from_secs(15),
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            10,
+            3,
+        );
+        assert!(close(x.total_requests_per_s, 5.5));
+        assert!(close(x.total_writes_per_s, 5.0));
+    }
+
+    #[test]
+    fn table_names_every_figure() {
+        let s = table(&t(15_000, 10_000, 2_000, 3));
+        for name in [
+            "crash failover (kill -9), worst",
+            "graceful handover",
+            "apiserver outage survived",
+            "clock rate tolerance",
+            "attempts per deadline",
+            "leader writes/s",
+            "follower requests/s",
+            "requests/s, all leases",
+            "no warnings",
+        ] {
+            assert!(s.contains(name), "{name} missing from\n{s}");
+        }
+        assert!(s.contains("20.0%"), "{s}");
+    }
+}
