@@ -256,3 +256,81 @@ async fn port_in_use_is_a_clear_error_naming_the_flag() {
         "it talked to the apiserver before failing"
     );
 }
+
+#[test]
+fn timings_prints_every_figure_as_text_and_json_and_checks_its_flags() {
+    let out = leaderd(&["timings"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for figure in [
+        "crash failover (kill -9), worst",
+        "crash failover, typical",
+        "graceful handover",
+        "apiserver outage survived",
+        "clock rate tolerance",
+        "attempts per deadline",
+        "call timeout",
+        "leader writes/s",
+        "leader requests/s",
+        "follower requests/s",
+        "requests/s, all leases",
+    ] {
+        assert!(text.contains(figure), "{figure} missing from\n{text}");
+    }
+    assert!(text.contains("15s 50ms"), "{text}");
+
+    let out = leaderd(
+        &[
+            "timings",
+            "--lease-duration",
+            "3s",
+            "--renew-deadline",
+            "2s",
+            "--retry-period",
+            "500ms",
+            "--leases",
+            "4",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "clock_rate_tolerance",
+        "leader_writes_per_s",
+        "crash_failover_worst_s",
+        "crash_failover_typical_s",
+        "graceful_handover_worst_answered_s",
+        "outage_survived_s",
+        "attempts_per_deadline",
+        "leader_requests_per_s",
+        "follower_requests_per_s",
+        "lease_requests_per_s",
+        "total_requests_per_s",
+        "warnings",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing from {v}");
+    }
+    assert_eq!(v["clock_rate_tolerance"], 0.2);
+    assert_eq!(v["leader_writes_per_s"], 2.0);
+    assert!((v["total_requests_per_s"].as_f64().unwrap() - 8.2).abs() < 1e-9);
+
+    // The sidecar's validation, exit 64 naming the flag; no cluster needed.
+    assert_usage_error(
+        &leaderd(&["timings", "--retry-period", "10s"], &[]),
+        "--retry-period",
+    );
+    assert_usage_error(
+        &leaderd(&["timings", "--lease-duration", "500ms"], &[]),
+        "--lease-duration",
+    );
+    assert_usage_error(&leaderd(&["timings", "--leases", "0"], &[]), "--leases");
+    assert_usage_error(
+        &leaderd(&["timings", "--candidates", "x"], &[]),
+        "--candidates",
+    );
+    // Sidecar flags and the subcommand do not mix.
+    let out = leaderd(&["--lease-name", "x", "timings"], &[]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+}
