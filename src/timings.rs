@@ -51,15 +51,18 @@ pub struct Timings {
     pub candidates: u32,
     /// Timeout of every API call: R/2.
     pub call_timeout_s: f64,
+    /// How long followers wait on an unchanged record: max(D, the record's
+    /// leaseDurationSeconds) = D rounded up to whole seconds (rule 1).
+    pub takeover_wait_s: f64,
     /// Upper bound of the takeover spread: min(P/4, 50 ms).
     pub takeover_spread_s: f64,
-    /// kill -9 of the leader, worst: D + spread (the crash came right after a renewal).
+    /// kill -9 of the leader, worst: W + spread, W = ⌈D⌉ (the crash came right after a renewal).
     pub crash_failover_worst_s: f64,
-    /// kill -9, typical (mean): D − P/2 + spread/2.
+    /// kill -9, typical (mean): W − P/2 + spread/2.
     pub crash_failover_typical_s: f64,
-    /// kill -9, best: D − P (the crash came just before the next renewal).
+    /// kill -9, best: W − P (the crash came just before the next renewal).
     pub crash_failover_best_s: f64,
-    /// kill -9 while the followers' watch is down (they poll every P × 1–1.2): D + 1.2 P + spread.
+    /// kill -9 while the followers' watch is down (they poll every P × 1–1.2): W + 1.2 P + spread.
     pub crash_failover_worst_polling_s: f64,
     /// SIGTERM / release: API round trips on the path (release PUT, then the acquiring PUT),
     /// plus one watch event; milliseconds on a healthy apiserver.
@@ -114,6 +117,8 @@ fn secs(x: f64) -> String {
 /// Compute every figure for validated settings (D > R > P > 0).
 pub fn compute(d: Duration, r: Duration, p: Duration, leases: u32, candidates: u32) -> Timings {
     let (d, r, p) = (d.as_secs_f64(), r.as_secs_f64(), p.as_secs_f64());
+    // The record carries D rounded up to whole seconds, and followers wait the longer of the two.
+    let wait = d.ceil().max(1.0);
     let spread = (p / 4.0).min(0.050);
     let call_timeout = r / 2.0;
     let back_off = p / 2.0 * JITTER_MAX;
@@ -126,11 +131,12 @@ pub fn compute(d: Duration, r: Duration, p: Duration, leases: u32, candidates: u
         leases,
         candidates,
         call_timeout_s: call_timeout,
+        takeover_wait_s: wait,
         takeover_spread_s: spread,
-        crash_failover_worst_s: d + spread,
-        crash_failover_typical_s: d - p / 2.0 + spread / 2.0,
-        crash_failover_best_s: d - p,
-        crash_failover_worst_polling_s: d + p * JITTER_MAX + spread,
+        crash_failover_worst_s: wait + spread,
+        crash_failover_typical_s: wait - p / 2.0 + spread / 2.0,
+        crash_failover_best_s: wait - p,
+        crash_failover_worst_polling_s: wait + p * JITTER_MAX + spread,
         graceful_handover_round_trips: 2,
         graceful_handover_worst_answered_s: 2.0 * call_timeout,
         graceful_handover_worst_polling_s: p * JITTER_MAX + call_timeout,
@@ -155,6 +161,14 @@ pub fn compute(d: Duration, r: Duration, p: Duration, leases: u32, candidates: u
 pub fn warnings(t: &Timings) -> Vec<String> {
     let (d, r, p) = (t.lease_duration_s, t.renew_deadline_s, t.retry_period_s);
     let mut w = Vec::new();
+    if t.takeover_wait_s > d {
+        w.push(format!(
+            "--lease-duration {} is not whole seconds: the Lease stores {}, so followers wait that long; use --lease-duration {}",
+            secs(d),
+            secs(t.takeover_wait_s),
+            secs(t.takeover_wait_s)
+        ));
+    }
     if t.clock_rate_tolerance < 0.1 {
         w.push(format!(
             "--renew-deadline {} is close to --lease-duration {}: only {:.1}% clock-rate difference is tolerated; lower --renew-deadline to at most {} (10%) or raise --lease-duration",
@@ -226,17 +240,17 @@ pub fn table(t: &Timings) -> String {
         (
             "crash failover (kill -9), worst",
             secs(t.crash_failover_worst_s),
-            "D + spread (+ one request)",
+            "W + spread (+ one request); W = D in whole seconds",
         ),
         (
             "crash failover, typical",
             secs(t.crash_failover_typical_s),
-            "D − P/2 + spread/2; best D − P",
+            "W − P/2 + spread/2; best W − P",
         ),
         (
             "crash failover, watch down",
             secs(t.crash_failover_worst_polling_s),
-            "D + 1.2 P + spread (followers poll)",
+            "W + 1.2 P + spread (followers poll)",
         ),
         (
             "graceful handover (SIGTERM, release)",
@@ -453,6 +467,10 @@ mod tests {
         // D far above R.
         let x = t(60_000, 10_000, 2_000, 3);
         assert!(has(&x, "--lease-duration 1m is more than 3×"));
+        // D not whole seconds: followers wait the record's whole seconds.
+        let x = t(2_500, 2_000, 500, 3);
+        assert!(close(x.crash_failover_worst_s, 3.05));
+        assert!(has(&x, "--lease-duration 2s 500ms is not whole seconds"));
         // Many leases.
         let x = compute(
             Duration::from_secs(15),
