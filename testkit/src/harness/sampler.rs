@@ -35,7 +35,7 @@ struct SamplerInner {
 }
 
 /// Polls every target's `/leader` every `period`, concurrently, and keeps every answer. With no
-/// targets it sleeps until one is added.
+/// targets it asks nothing and only counts a round every 100 ms (or when a target is added).
 pub struct Sampler {
     inner: Arc<Mutex<SamplerInner>>,
     added: Arc<Notify>,
@@ -64,7 +64,15 @@ impl Sampler {
                     .targets
                     .clone();
                 if targets.is_empty() {
-                    woken.notified().await;
+                    // Nothing to ask; still a round every 100 ms (or when a target comes), so
+                    // that waiters re-check conditions that do not depend on the answers (a
+                    // peer elector's state, say).
+                    n += 1;
+                    let _ = tick_tx.send(n);
+                    tokio::select! {
+                        _ = woken.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
                     continue;
                 }
                 let polls = targets.into_iter().map(|(who, addr)| {
