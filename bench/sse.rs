@@ -10,7 +10,7 @@
 //! process (the release binary cargo builds for benches):
 //!
 //! 1. The Lease is created released (empty holder with leaderd's release marker), so the sidecar
-//!    takes it at once and then renews it every retry period (the defaults: 15 s / 10 s / 2 s),
+//!    takes it at once and then renews it every 3R/5 (the defaults 15 s / 10 s / 2 s: every 6 s),
 //!    as a real leader does. Renewals are part of "idle": each one republishes the leader state.
 //! 2. Baseline window (`--baseline`, default = `--idle`): the sidecar's own idle CPU, no streams.
 //! 3. N connections (`--streams`, default 1000) open `/leader/stream` (the testkit's SSE client,
@@ -601,7 +601,7 @@ async fn measure(
     );
     let _ = writeln!(
         out,
-        "timing 15s/10s/2s (renews every 2 s); idle window {}, baseline window {}\n",
+        "timing 15s/10s/2s (renews every 6 s); idle window {}, baseline window {}\n",
         humantime::format_duration(cfg.idle),
         humantime::format_duration(cfg.baseline)
     );

@@ -50,10 +50,12 @@ pub struct TimingArgs {
     /// How long followers wait on an unchanged lease before taking over (whole seconds, >= 1s).
     #[arg(long, env = "LEADERD_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
-    /// How long the leader keeps claiming leadership after its last successful renew was sent.
+    /// How long the leader keeps claiming leadership after its last successful renew was sent;
+    /// it renews 3/5 of this after that send, and API calls time out after 1/5 of it.
     #[arg(long, env = "LEADERD_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub renew_deadline: Duration,
-    /// Interval between renewals; polling interval while the watch is down.
+    /// Back-off after a failed call (half of it, stretched ×1–1.2); polling interval while the
+    /// watch is down. The leader renews 3/5 of --renew-deadline after its last renew was sent.
     #[arg(long, env = "LEADERD_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
     pub retry_period: Duration,
 }

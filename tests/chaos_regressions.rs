@@ -53,10 +53,11 @@ fn one_candidate_per_epoch(c: &Cluster, context: &str) {
 async fn a_put_that_recreated_a_deleted_lease_starts_no_tenure() {
     let mut c = common::cluster(3).await;
     let (mut old, mut epoch) = c.leader(D * 3, &[]).await;
-    // The held PUT must be less than a call timeout (R/2) old when it meets the empty store;
-    // one round in eight misses that: try up to three.
+    // The held PUT must be less than a call timeout (R/5) old when it meets the empty store;
+    // its tries are a timeout plus a back-off (P/2 × 1–1.2) apart, so about one round in four
+    // misses that: try up to six.
     let mut hit = false;
-    for _ in 0..3 {
+    for _ in 0..6 {
         c.server.partition(&old);
         let (new, epoch2) = c.leader_above(D + R + P * 8, epoch).await;
         assert_ne!(new, old);

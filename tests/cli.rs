@@ -270,6 +270,7 @@ fn timings_prints_every_figure_as_text_and_json_and_checks_its_flags() {
         "clock rate tolerance",
         "attempts per deadline",
         "call timeout",
+        "renew interval (I)",
         "leader writes/s",
         "leader requests/s",
         "follower requests/s",
@@ -313,8 +314,10 @@ fn timings_prints_every_figure_as_text_and_json_and_checks_its_flags() {
         assert!(v.get(key).is_some(), "{key} missing from {v}");
     }
     assert_eq!(v["clock_rate_tolerance"], 0.2);
-    assert_eq!(v["leader_writes_per_s"], 2.0);
-    assert!((v["total_requests_per_s"].as_f64().unwrap() - 8.2).abs() < 1e-9);
+    // Rule 14: one renewal per 3R/5 = 1.2 s.
+    assert!((v["leader_writes_per_s"].as_f64().unwrap() - 1.0 / 1.2).abs() < 1e-9);
+    assert_eq!(v["renew_interval_s"], 1.2);
+    assert!((v["total_requests_per_s"].as_f64().unwrap() - 4.0 * (1.0 / 1.2 + 0.05)).abs() < 1e-9);
 
     // The sidecar's validation, exit 64 naming the flag; no cluster needed.
     assert_usage_error(

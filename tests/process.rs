@@ -55,8 +55,10 @@ async fn kill_9_of_the_leader_fails_over_within_lease_duration_plus_retry_period
         took <= D + P + Duration::from_millis(200),
         "failover took {took:?}"
     );
+    // The crash may come just before the renewal due 3R/5 after the last (rule 14), which the
+    // followers saw up to that long before the kill.
     assert!(
-        took >= D - P * 2,
+        took >= D - common::I - P,
         "took over after {took:?}, before the lease could expire"
     );
     assert!(epoch2 > epoch);

@@ -186,9 +186,11 @@ impl Launcher {
 
     /// How often the leader writes the Lease: the phase of a kill within this is random.
     pub fn renew_interval(&self) -> Duration {
-        let (d, _, p) = self.timing;
+        let (d, r, p) = self.timing;
         match self.elector {
-            Elector::Leaderd | Elector::Kle => p,
+            // Rule 14: 3R/5 after the last successful renew was sent.
+            Elector::Leaderd => r * 3 / 5,
+            Elector::Kle => p,
             Elector::Python => p.max(Duration::from_secs(1)),
             Elector::Klm => d - Duration::from_secs((d.as_secs() / 3).max(1)),
         }

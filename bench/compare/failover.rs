@@ -97,7 +97,8 @@ pub async fn failover(
         .map(|s| s.recv)
         .unwrap_or_else(Instant::now);
     let took = seen - t0;
-    // The winner's first renew comes a retry period after it took the lease: stop before.
+    // The winner's first renew comes a retry period (3R/5 for leaderd) after it took the lease:
+    // stop before.
     let end = t0_std + took + (p / 2).min(Duration::from_millis(500));
     let now = StdInstant::now();
     if end > now {

@@ -82,6 +82,9 @@ struct Args {
     /// Lease duration for every elector, whole seconds [bench: 15s, smoke: 2s].
     #[arg(long, value_parser = humantime::parse_duration)]
     lease_duration: Option<Duration>,
+    /// Retry period for every elector that has one [2D/15]; Python's is at least 1 s anyway.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retry_period: Option<Duration>,
     /// Trials of each failover kind [bench: 5, smoke: 1].
     #[arg(long)]
     trials: Option<usize>,
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
 struct Config {
     smoke: bool,
     d: Duration,
+    p: Option<Duration>,
     trials: usize,
     electors: Vec<Elector>,
     steady: Duration,
@@ -158,6 +162,11 @@ impl Config {
         if d.subsec_nanos() != 0 || d < Duration::from_secs(2) {
             bail!("--lease-duration must be whole seconds, at least 2s (the Lease records whole seconds; Python needs 2s)");
         }
+        if a.retry_period
+            .is_some_and(|p| p.is_zero() || p >= d * 2 / 3)
+        {
+            bail!("--retry-period must be above 0 and below the renew deadline 2D/3");
+        }
         let trials = a.trials.unwrap_or(if smoke { 1 } else { 5 }).max(1);
         let electors = match a.electors {
             None => ALL.to_vec(),
@@ -177,6 +186,7 @@ impl Config {
         Ok(Config {
             smoke,
             d,
+            p: a.retry_period,
             trials,
             electors,
             steady: pick(a.steady, 60, 2),
@@ -193,9 +203,10 @@ impl Config {
         })
     }
 
-    /// Renew deadline and retry period for lease duration `d`: leaderd's 15/10/2 ratios.
+    /// Renew deadline and retry period for lease duration `d`: leaderd's 15/10/2 ratios, unless
+    /// `--retry-period` says otherwise.
     fn timing(&self) -> (Duration, Duration, Duration) {
-        (self.d, self.d * 2 / 3, self.d * 2 / 15)
+        (self.d, self.d * 2 / 3, self.p.unwrap_or(self.d * 2 / 15))
     }
 }
 

@@ -25,18 +25,18 @@ pub struct ElectorConfig {
     pub params: Params,
     /// Release the lease on shutdown.
     pub release_on_shutdown: bool,
-    /// Timeout of every request (at most renew-deadline / 2).
+    /// Timeout of every request: renew-deadline / 5 (rule 14).
     pub call_timeout: Duration,
     /// How long a watch may stay silent before it is re-established.
     pub watch_silence: Duration,
 }
 
 impl ElectorConfig {
-    /// Defaults derived from `params`: calls time out after renew-deadline / 2, a watch silent
+    /// Defaults derived from `params`: calls time out after renew-deadline / 5, a watch silent
     /// for 75 s is re-established (the store asks the server to end watches after 60 s).
     pub fn new(params: Params) -> Self {
         ElectorConfig {
-            call_timeout: params.renew_deadline / 2,
+            call_timeout: params.call_timeout(),
             release_on_shutdown: true,
             watch_silence: Duration::from_secs(75),
             params,

@@ -97,11 +97,13 @@ async fn demo(args: DemoArgs) -> std::io::Result<bool> {
     tl.say(format!(
         "{first} leads with fencing epoch {epoch}; the others follow"
     ));
-    tokio::time::sleep(p * 3).await;
+    // Rule 14: the leader renews 3/5 of a renew deadline after its last renew was sent.
+    let every = r * 3 / 5;
+    tokio::time::sleep(every * 2 + every / 2).await;
     let renewed = sampler.latest().get(&first).map(|v| v.epoch) == Some(Some(epoch));
     tl.say(format!(
-        "{first} renewed every {}; epoch unchanged: {renewed}",
-        humantime::format_duration(p)
+        "{first} renewed every {} (3/5 of the renew deadline); epoch unchanged: {renewed}",
+        humantime::format_duration(every)
     ));
 
     // Crash: kill -9 the leader.

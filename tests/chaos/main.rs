@@ -757,7 +757,7 @@ fn exp(rng: &mut Rng, mean: Duration) -> Duration {
 }
 
 /// Check that libfaketime changes leaderd's clocks as configured: a leaderd at `-1h x2` must
-/// renew twice per retry period of real time and report observed_at an hour behind.
+/// renew twice per renew interval (3R/5) of real time and report observed_at an hour behind.
 async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     let name = "preflight";
     let lease = "chaos-preflight";
@@ -788,7 +788,7 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
         bail!("preflight: the faked leaderd did not lead within 10 s");
     }
     let from = Instant::now();
-    let window = Duration::from_secs(3);
+    let window = Duration::from_secs(6);
     tokio::time::sleep(window).await;
     let renewals = r
         .cluster
@@ -806,7 +806,7 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     p.ask(Ask::Term);
     p.wait_exit(Duration::from_secs(10)).await;
     p.stop_watchers();
-    let expected = window.as_secs_f64() / P.as_secs_f64();
+    let expected = window.as_secs_f64() / (R * 3 / 5).as_secs_f64();
     let skew = observed
         .as_deref()
         .and_then(|o| humantime::parse_rfc3339_weak(o).ok())

@@ -12,6 +12,8 @@ use leaderd_testkit::harness::ClusterOptions;
 pub const D: Duration = Duration::from_secs(3);
 pub const R: Duration = Duration::from_secs(2);
 pub const P: Duration = Duration::from_millis(250);
+/// The leader's renew interval at these settings: 3R/5 (rule 14).
+pub const I: Duration = Duration::from_millis(1_200);
 pub const NS: &str = "default";
 pub const LEASE: &str = "payouts";
 

@@ -42,6 +42,11 @@
 //! 13. Leadership follows the app (`--app-check`): while the app is unhealthy this candidate
 //!     neither acquires nor announces; a leader whose app becomes unhealthy steps down and
 //!     releases (rules 11, 12), so a candidate with a healthy app takes over at once.
+//! 14. Renewal cadence: the leader renews `3R/5` after its last successful renew was sent;
+//!     a failed renew is retried after the back-off (`P/2` stretched by up to 1.2, or the
+//!     server's `Retry-After`), a timed-out one at once. Every call times out after `R/5`, so
+//!     two renewals, each with its whole timeout, fit in every deadline, and the leader writes
+//!     once per `3R/5` instead of once per `P`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -65,7 +70,7 @@ pub struct Params {
     pub lease_duration: Duration,
     /// How long a leader claims leadership after its last successful renew was sent.
     pub renew_deadline: Duration,
-    /// Interval between renewals, and the polling interval when the watch is down.
+    /// The back-off after a failure, and the polling interval when the watch is down.
     pub retry_period: Duration,
     /// Priority for handover (rule 10): a follower with a higher priority than the holder's
     /// is handed the lease. Equal priorities never hand over.
@@ -78,6 +83,17 @@ impl Params {
     pub fn lease_duration_seconds(&self) -> i64 {
         let d = self.lease_duration;
         (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1) as i64
+    }
+
+    /// Rule 14: how long after its last successful renew was sent the leader renews: `3R/5`.
+    pub fn renew_interval(&self) -> Duration {
+        self.renew_deadline * 3 / 5
+    }
+
+    /// Rule 14: the timeout of every API call, `R/5`: two renewals that hang until their
+    /// timeout, the first sent at `3R/5`, both end within the deadline.
+    pub fn call_timeout(&self) -> Duration {
+        self.renew_deadline / 5
     }
 
     /// Upper bound of the random offset added to every expiry this candidate waits out, so that
@@ -565,13 +581,14 @@ impl Machine {
         if self.stale {
             return Step::Send(Request::Read); // rules 3, 7
         }
-        // Leading: renew every retry period, based on our last write (rule 3).
+        // Leading: renew 3R/5 after the last successful renew was sent (rule 14), based on our
+        // last write (rule 3).
         if let Some(l) = &self.leading {
             // A deleted Lease is recreated by the renewal at once (create-on-update), before the
             // followers create it without a holder (rule 4).
             let at = match self.known {
                 Known::Absent { .. } => now,
-                _ => l.last_sent + p.retry_period,
+                _ => l.last_sent + p.renew_interval(),
             };
             if now < at {
                 return Step::Wait(at.min(l.tenure.valid_until));
@@ -962,6 +979,12 @@ impl Machine {
     }
 
     fn back_off(&mut self, e: &StoreError, now: Instant) {
+        // Rule 14: a leader's renew that timed out has waited its R/5 already; the next of the
+        // two attempts in its deadline goes at once.
+        if self.leading.is_some() && matches!(e, StoreError::TimedOut { .. }) {
+            self.not_before = None;
+            return;
+        }
         let wait = e
             .retry_after()
             .map(|d| d.min(Duration::from_secs(60)))

@@ -609,7 +609,7 @@ impl World {
             return Ok(()); // the process that sent it is gone
         }
         // A lost answer: the request timed out (it may or may not have been applied).
-        let lost = || StoreError::TimedOut { after: R / 2 };
+        let lost = || StoreError::TimedOut { after: R / 5 };
         let committed = p.committed.filter(|_| delivered);
         let outcome = match (p.request, committed) {
             (Request::Read, None) => Outcome::Read(Err(lost())),

@@ -97,26 +97,88 @@ fn decide_reads_first_and_acquires_a_release_by_the_holder_last_seen_at_once() {
 }
 
 #[test]
-fn a_leader_renews_every_retry_period_and_its_claim_runs_from_the_send_time() {
+fn a_leader_renews_three_fifths_of_a_deadline_after_its_last_send_and_its_claim_runs_from_the_send_time(
+) {
     let t0 = Instant::now();
     let (mut m, mine) = leading(t0);
+    let every = R * 3 / 5;
+    assert_eq!(m.params.renew_interval(), every);
     assert_eq!(m.tenure().map(|t| t.valid_until), Some(t0 + R));
-    assert_eq!(m.decide(t0, SystemTime::now()), Step::Wait(t0 + P));
-    let Request::Replace { purpose, .. } = send(m.decide(t0 + P, SystemTime::now())) else {
+    assert_eq!(m.decide(t0, SystemTime::now()), Step::Wait(t0 + every));
+    assert_eq!(
+        m.decide(t0 + every - Duration::from_millis(1), SystemTime::now()),
+        Step::Wait(t0 + every)
+    );
+    let Request::Replace { purpose, .. } = send(m.decide(t0 + every, SystemTime::now())) else {
         panic!("expected a renew")
     };
     assert_eq!(purpose, Purpose::Renew);
-    // Sent at P, answered at 3P: the claim runs from P.
+    // Sent at 3R/5, answered a second later: the claim runs from the send.
     let renewed = stored(json!({"metadata": {"resourceVersion": "5"}, "spec": mine.raw["spec"]}));
     m.apply(
         Outcome::Replaced {
             purpose,
-            sent: t0 + P,
+            sent: t0 + every,
             result: Ok((renewed, false)),
         },
-        t0 + P * 3,
+        t0 + every + Duration::from_secs(1),
     );
-    assert_eq!(m.tenure().map(|t| t.valid_until), Some(t0 + P + R));
+    assert_eq!(m.tenure().map(|t| t.valid_until), Some(t0 + every + R));
+    assert_eq!(
+        m.decide(t0 + every + Duration::from_secs(1), SystemTime::now()),
+        Step::Wait(t0 + every * 2)
+    );
+}
+
+/// Rule 14: a renew that timed out is retried at once, so two renewals that hang for their
+/// whole timeout (R/5) both end inside the deadline; one answered with an error backs off.
+#[test]
+fn two_hanging_renewals_fit_in_a_deadline_and_an_error_backs_off() {
+    let t0 = Instant::now();
+    let (mut m, _) = leading(t0);
+    let (every, timeout) = (R * 3 / 5, m.params.call_timeout());
+    assert_eq!(timeout, R / 5);
+    // First attempt at 3R/5 hangs until 4R/5.
+    let first = send(m.decide(t0 + every, SystemTime::now()));
+    let Request::Replace { purpose, .. } = first else {
+        panic!("expected a renew")
+    };
+    let out = m.apply(
+        Outcome::Replaced {
+            purpose,
+            sent: t0 + every,
+            result: Err(StoreError::TimedOut { after: timeout }),
+        },
+        t0 + every + timeout,
+    );
+    assert!(out.is_empty(), "{out:?}");
+    // The second goes at once and may hang until the deadline itself.
+    let second_at = t0 + every + timeout;
+    assert!(second_at + timeout <= t0 + R);
+    let Request::Replace { purpose, .. } = send(m.decide(second_at, SystemTime::now())) else {
+        panic!("expected the second renew at once")
+    };
+    assert_eq!(purpose, Purpose::Renew);
+    // A 503 instead: back off P/2 (stretched by up to 1.2), still inside the deadline.
+    m.apply(
+        Outcome::Replaced {
+            purpose,
+            sent: second_at,
+            result: Err(StoreError::Unavailable {
+                code: Some(503),
+                message: "unavailable".into(),
+                retry_after: None,
+            }),
+        },
+        second_at,
+    );
+    match m.decide(second_at, SystemTime::now()) {
+        Step::Wait(t) => {
+            let waited = t - second_at;
+            assert!(waited >= P / 2 && waited < P / 2 * 6 / 5, "{waited:?}");
+        }
+        other => panic!("expected a back-off, got {other:?}"),
+    }
 }
 
 #[test]
@@ -250,7 +312,7 @@ fn failures_back_off_honouring_retry_after() {
         Step::Wait(t0 + Duration::from_secs(7))
     );
     m.apply(
-        Outcome::Read(Err(StoreError::TimedOut { after: R / 2 })),
+        Outcome::Read(Err(StoreError::TimedOut { after: R / 5 })),
         t0 + Duration::from_secs(7),
     );
     match m.decide(t0 + Duration::from_secs(7), SystemTime::now()) {
