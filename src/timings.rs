@@ -10,6 +10,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::config::{TimingArgs, EXIT_USAGE};
+use crate::election::state::JITTER;
+use crate::election::Params;
 
 /// The store asks the apiserver to end each watch after this long (`kube_store`), so every
 /// candidate re-opens its watch about once a period.
@@ -17,7 +19,7 @@ pub const WATCH_REOPEN_S: f64 = 60.0;
 
 /// A back-off after a failed request waits `P/2` stretched by up to this factor
 /// (`Machine::back_off` and `jitter`); also the polling jitter while the watch is down.
-pub const JITTER_MAX: f64 = 1.2;
+pub const JITTER_MAX: f64 = 1.0 + JITTER;
 
 /// Flags of `leaderd timings`.
 #[derive(Debug, Args)]
@@ -119,12 +121,20 @@ fn secs(x: f64) -> String {
 
 /// Compute every figure for validated settings (D > R > P > 0).
 pub fn compute(d: Duration, r: Duration, p: Duration, leases: u32, candidates: u32) -> Timings {
+    // The state machine's own formulas (rules 1, 14 and the takeover spread), not copies.
+    let params = Params {
+        identity: String::new(),
+        lease_duration: d,
+        renew_deadline: r,
+        retry_period: p,
+        priority: 0,
+    };
     let (d, r, p) = (d.as_secs_f64(), r.as_secs_f64(), p.as_secs_f64());
     // The record carries D rounded up to whole seconds, and followers wait the longer of the two.
-    let wait = d.ceil().max(1.0);
-    let spread = (p / 4.0).min(0.050);
-    let call_timeout = r / 5.0;
-    let interval = r * 3.0 / 5.0;
+    let wait = params.lease_duration_seconds() as f64;
+    let spread = params.takeover_spread().as_secs_f64();
+    let call_timeout = params.call_timeout().as_secs_f64();
+    let interval = params.renew_interval().as_secs_f64();
     let back_off = p / 2.0 * JITTER_MAX;
     let watch = 1.0 / WATCH_REOPEN_S;
     let lease_requests = 1.0 / interval + f64::from(candidates) * watch;

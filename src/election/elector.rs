@@ -97,9 +97,9 @@ fn wake_at(t: Instant) -> Instant {
     t + Duration::from_millis(1)
 }
 
-/// `d` stretched by a random factor in [1, 1.2), so candidates do not act in lockstep.
+/// `d` stretched by a random factor in [1, 1 + JITTER), so candidates do not act in lockstep.
 pub fn jitter(d: Duration) -> Duration {
-    d.mul_f64(1.0 + fastrand::f64() * 0.2)
+    d.mul_f64(1.0 + fastrand::f64() * super::state::JITTER)
 }
 
 impl<S: LeaseStore, P: Publisher> Elector<S, P> {

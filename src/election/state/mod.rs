@@ -103,6 +103,10 @@ impl Params {
     }
 }
 
+/// Back-offs and polls are stretched by a random factor in `[1, 1 + JITTER)`, so candidates do
+/// not act in lockstep ([`Machine`]'s back-off and polling, the elector's watch retries).
+pub const JITTER: f64 = 0.2;
+
 /// The highest epoch a Lease can carry (`leaseTransitions` is an int32).
 pub const MAX_EPOCH: i64 = i32::MAX as i64;
 
@@ -992,9 +996,9 @@ impl Machine {
         self.not_before = Some(now + wait);
     }
 
-    /// `d` stretched by a random factor in [1, 1.2), so candidates do not act in lockstep.
+    /// `d` stretched by a random factor in [1, 1 + JITTER), so candidates do not act in lockstep.
     fn jitter(&mut self, d: Duration) -> Duration {
-        d.mul_f64(1.0 + self.rng.f64() * 0.2)
+        d.mul_f64(1.0 + self.rng.f64() * JITTER)
     }
 
     // -----------------------------------------------------------------------------------------
