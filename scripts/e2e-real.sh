@@ -62,12 +62,15 @@ echo "ok    Events on the Lease: BecameLeader=$became StoppedLeading=$stopped"
 echo "== the Lease as kubectl shows it"
 k get lease leaderd-example -n default -o yaml | sed -n '/^spec:/,$p'
 # The documented record: a holder, the duration in seconds, MicroTimes, transitions = epoch.
+# leaseTransitions: three leaderd tenures (epochs 1 2 3), then at least one leaderd takeover from
+# the Python peer. The peer's LeaseLock keeps leaseTransitions as it found it, so the count is 4
+# when the peer won the race after the release and 5 when a leaderd candidate won it.
 k get lease leaderd-example -n default -o json | python3 -c '
 import json, re, sys
 s = json.load(sys.stdin)["spec"]
 micro = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 ok = (s.get("holderIdentity", "").startswith("r") and s.get("leaseDurationSeconds") == 3
       and micro.match(s.get("renewTime", "")) and micro.match(s.get("acquireTime", ""))
-      and s.get("leaseTransitions", 0) >= 5)
+      and s.get("leaseTransitions", 0) >= 4)
 print("ok    the Lease record is as documented" if ok else "FAIL: unexpected Lease record %s" % s)
 sys.exit(0 if ok else 1)'
