@@ -112,8 +112,12 @@ async fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() 
     c.spawn("c2", &[]).await;
     let (leader, epoch) = c.leader(D * 3, &["c3"]).await;
     // c3's creates, retried, are held meanwhile. Hold the leader's renewals too, so that c3's
-    // create (not the leader's renewal) is what meets the empty store.
-    c.server.partition(&leader);
+    // create (not the leader's renewal) is what meets the empty store, and the other follower's
+    // requests (it would recreate the Lease itself a retry period after it saw the deletion).
+    let others = ["c1", "c2"];
+    for o in &others {
+        c.server.partition(o);
+    }
     c.server.delete_lease(NS, LEASE);
     c.server.heal("c3");
     let created = c
@@ -121,7 +125,9 @@ async fn a_create_after_a_missed_create_and_a_deletion_is_not_a_second_leader() 
         .wait_for(R / 2, |m| m.get("c3").and_then(|v| v.lease_uid.clone()))
         .await
         .unwrap_or_else(|| c.fail("c3 did not recreate the Lease"));
-    c.server.heal(&leader);
+    for o in &others {
+        c.server.heal(o);
+    }
     if !c
         .get("c3")
         .logs()
