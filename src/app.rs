@@ -20,6 +20,7 @@ use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{self, Cli, LogFormat, OnLost, Settings, EXIT_LOST, EXIT_USAGE};
 use crate::election::{Elector, ElectorConfig, Transition};
+use crate::etcd::{EtcdConfig, EtcdElector, EtcdError};
 use crate::kube_store::KubeLeaseStore;
 use crate::metrics::{MeasuredStore, Metrics};
 use crate::status::{self, Identity, StatusRx, StatusTx};
@@ -44,6 +45,9 @@ pub enum AppError {
     /// is free.
     #[error(transparent)]
     Bind(std::io::Error),
+    /// The etcd client could not be set up (bad TLS material); not retryable.
+    #[error("setting up the etcd client: {0}")]
+    Etcd(#[source] EtcdError),
     /// The metrics could not be registered (a bug); not retryable.
     #[error("registering metrics: {0}")]
     Metrics(#[source] prometheus::Error),
@@ -136,11 +140,22 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     }
 }
 
+/// The elector's campaign, not yet started (it starts after every follower subscribed).
+type CampaignRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The coordination store, connected.
+enum Store {
+    /// The Lease API.
+    Kubernetes(kube::Client),
+    /// etcd.
+    Etcd(Box<etcd_client::Client>, EtcdConfig),
+}
+
 /// The sidecar, connected and bound, not yet running.
 pub struct App {
     settings: Settings,
     elector: ElectorConfig,
-    client: kube::Client,
+    store: Store,
     namespace: String,
     status_tx: StatusTx,
     status: StatusRx,
@@ -156,14 +171,32 @@ impl App {
             release_on_shutdown: settings.release_on_shutdown,
             ..ElectorConfig::new(settings.params.clone())
         };
-        let mut kube_cfg = kube::Config::infer().await.map_err(AppError::NoCluster)?;
-        kube_cfg.connect_timeout = Some(elector.call_timeout);
-        kube_cfg.read_timeout = None; // every call has its own timeout; watches are long
-        let namespace = settings
-            .namespace
-            .clone()
-            .unwrap_or_else(|| kube_cfg.default_namespace.clone());
-        let client = kube::Client::try_from(kube_cfg).map_err(AppError::Client)?;
+        let (store, namespace) = match &settings.etcd {
+            None => {
+                let mut kube_cfg = kube::Config::infer().await.map_err(AppError::NoCluster)?;
+                kube_cfg.connect_timeout = Some(elector.call_timeout);
+                kube_cfg.read_timeout = None; // every call has its own timeout; watches are long
+                let namespace = settings
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| kube_cfg.default_namespace.clone());
+                let client = kube::Client::try_from(kube_cfg).map_err(AppError::Client)?;
+                (Store::Kubernetes(client), namespace)
+            }
+            Some(e) => {
+                let cfg = EtcdConfig {
+                    endpoints: e.endpoints.clone(),
+                    key_prefix: e.key_prefix(&settings.lease_name),
+                    tls: e.tls.clone(),
+                    release_on_shutdown: settings.release_on_shutdown,
+                    call_timeout: elector.call_timeout,
+                };
+                let client = crate::etcd::elector::connect(&cfg, &settings.params)
+                    .await
+                    .map_err(AppError::Etcd)?;
+                (Store::Etcd(Box::new(client), cfg), e.prefix.clone())
+            }
+        };
         let (status_tx, status) = status::channel(Identity {
             lease: settings.lease_name.clone(),
             namespace: namespace.clone(),
@@ -175,13 +208,20 @@ impl App {
         let api_listener = bind(settings.http_addr, "--http-addr").await?;
         let metrics_listener = bind(settings.metrics_addr, "--metrics-addr").await?;
         let metrics = Arc::new(
-            Metrics::new(status.clone(), settings.app_check.is_some())
-                .map_err(AppError::Metrics)?,
+            Metrics::new(
+                status.clone(),
+                settings.app_check.is_some(),
+                match store {
+                    Store::Kubernetes(_) => "kubernetes",
+                    Store::Etcd(..) => "etcd",
+                },
+            )
+            .map_err(AppError::Metrics)?,
         );
         Ok(App {
             settings,
             elector,
-            client,
+            store,
             namespace,
             status_tx,
             status,
@@ -198,7 +238,7 @@ impl App {
         let App {
             settings: s,
             elector: elector_cfg,
-            client,
+            store,
             namespace,
             status_tx,
             status,
@@ -214,16 +254,10 @@ impl App {
             "leaderd starting"
         );
         let span = info_span!("election", lease = %s.lease_name, %namespace, identity = %s.params.identity);
-        let store = MeasuredStore::new(
-            KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name),
-            metrics.clone(),
-        );
         let call_timeout = elector_cfg.call_timeout;
-        let mut elector = Elector::new(store, elector_cfg, status_tx);
-        let control = elector.control();
         // An input of the election like the store: the app's health (rule 13).
         let checks_stop = CancellationToken::new();
-        if let Some(check) = &s.app_check {
+        let health = s.app_check.as_ref().map(|check| {
             let (tx, rx) = tokio::sync::watch::channel(false);
             info!(target = %check.target, "leadership follows the app's health");
             tokio::spawn(
@@ -235,8 +269,38 @@ impl App {
                 )
                 .instrument(span.clone()),
             );
-            elector = elector.with_app_health(rx);
-        }
+            rx
+        });
+        let (client, control, campaign) = match store {
+            Store::Kubernetes(client) => {
+                let store = MeasuredStore::new(
+                    KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name),
+                    metrics.clone(),
+                );
+                let mut elector = Elector::new(store, elector_cfg, status_tx);
+                let control = elector.control();
+                if let Some(rx) = health {
+                    elector = elector.with_app_health(rx);
+                }
+                let run = elector.run(shutdown.clone()).instrument(span.clone());
+                let run: CampaignRun = Box::pin(run);
+                (Some(client), control, run)
+            }
+            Store::Etcd(client, cfg) => {
+                let m = metrics.clone();
+                let mut elector = EtcdElector::new(*client, cfg, s.params.clone(), status_tx)
+                    .with_observer(Arc::new(move |verb, code, took| {
+                        m.request(verb, code, took)
+                    }));
+                let control = elector.control();
+                if let Some(rx) = health {
+                    elector = elector.with_app_health(rx);
+                }
+                let run = elector.run(shutdown.clone()).instrument(span.clone());
+                let run: CampaignRun = Box::pin(run);
+                (None, control, run)
+            }
+        };
 
         // Readers of the published state: the listeners.
         let servers = CancellationToken::new();
@@ -265,7 +329,7 @@ impl App {
         let mut followers: Vec<JoinHandle<()>> = Vec::new();
         let mut follow = |task: JoinHandle<()>| followers.push(task);
         follow(tokio::spawn(metrics.clone().follow(status.transitions())));
-        if s.emit_events {
+        if let (true, Some(client)) = (s.emit_events, &client) {
             follow(tokio::spawn(
                 events::publish(
                     client.clone(),
@@ -292,7 +356,7 @@ impl App {
                 .instrument(span.clone()),
             ));
         }
-        if let Some(pl) = &s.pod_label {
+        if let (Some(pl), Some(client)) = (&s.pod_label, &client) {
             follow(tokio::spawn(
                 podlabel::run(
                     client.clone(),
@@ -340,7 +404,7 @@ impl App {
         }
 
         // Campaign until shutdown; then one budget for everything that follows.
-        let mut campaign = tokio::spawn(elector.run(shutdown.clone()).instrument(span));
+        let mut campaign = tokio::spawn(campaign);
         let finished_early = tokio::select! {
             _ = shutdown.cancelled() => false,
             _ = &mut campaign => true,

@@ -112,12 +112,41 @@ pub enum OnLost {
     Exit,
 }
 
+/// The coordination store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// A `coordination.k8s.io/v1` Lease.
+    Kubernetes,
+    /// etcd v3 (`concurrency.Election` keys, native leases).
+    Etcd,
+}
+
 /// The sidecar's flags; each also reads `LEADERD_<FLAG>`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Name of the Lease to campaign for (a DNS-1123 subdomain). Required.
     #[arg(long, env = "LEADERD_LEASE_NAME")]
     pub lease_name: Option<String>,
+    /// The coordination store: a Kubernetes Lease, or etcd v3 (see README, "Outside
+    /// Kubernetes: etcd").
+    #[arg(long, env = "LEADERD_BACKEND", value_enum, default_value_t = Backend::Kubernetes)]
+    pub backend: Backend,
+    /// etcd endpoints, comma-separated (http://HOST:PORT or https://HOST:PORT); required with
+    /// --backend etcd.
+    #[arg(long, env = "LEADERD_ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
+    /// Key prefix of the election in etcd: keys are `<prefix><lease-name>/<lease id in hex>`.
+    #[arg(long, env = "LEADERD_ETCD_PREFIX", default_value = "")]
+    pub etcd_prefix: String,
+    /// PEM file of the CA that signed etcd's serving certificates (TLS; use https:// endpoints).
+    #[arg(long, env = "LEADERD_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<std::path::PathBuf>,
+    /// PEM file of leaderd's client certificate for etcd (with --etcd-key-file).
+    #[arg(long, env = "LEADERD_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key (with --etcd-cert-file).
+    #[arg(long, env = "LEADERD_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<std::path::PathBuf>,
     /// Namespace of the Lease [default: $POD_NAMESPACE, else the kubeconfig's or in-cluster namespace].
     #[arg(long, env = "LEADERD_NAMESPACE")]
     pub namespace: Option<String>,
@@ -144,9 +173,10 @@ pub struct RunArgs {
     #[arg(long, env = "LEADERD_RELEASE_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
     pub release_on_shutdown: bool,
     /// Post Kubernetes Events (BecameLeader, StoppedLeading) on the Lease; needs RBAC create and
-    /// patch on events.k8s.io events. Failures never affect the election.
-    #[arg(long, env = "LEADERD_EMIT_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub emit_events: bool,
+    /// patch on events.k8s.io events. Failures never affect the election. [default: true with
+    /// the kubernetes backend; not available with etcd]
+    #[arg(long, env = "LEADERD_EMIT_EVENTS", action = clap::ArgAction::Set)]
+    pub emit_events: Option<bool>,
     /// Log format.
     #[arg(long, env = "LEADERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -234,11 +264,31 @@ pub struct Hooks {
     pub timeout: Duration,
 }
 
+/// `--backend etcd`: where and how to reach etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// The endpoints.
+    pub endpoints: Vec<String>,
+    /// `--etcd-prefix`.
+    pub prefix: String,
+    /// TLS material read from the files, when any TLS flag is given.
+    pub tls: Option<crate::etcd::EtcdTls>,
+}
+
+impl EtcdSettings {
+    /// The election's key prefix: `<prefix><name>/`, as etcd's `concurrency.Election` makes it.
+    pub fn key_prefix(&self, name: &str) -> String {
+        format!("{}{name}/", self.prefix)
+    }
+}
+
 /// A validated configuration of the sidecar.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Lease name.
+    /// Lease name (the election's name with etcd).
     pub lease_name: String,
+    /// `--backend etcd`; None: the Kubernetes Lease.
+    pub etcd: Option<EtcdSettings>,
     /// Namespace, when known before connecting (else the kubeconfig's).
     pub namespace: Option<String>,
     /// Election identity and timing.
@@ -359,8 +409,30 @@ impl RunArgs {
         env: impl Fn(&str) -> Option<String>,
         hostname: impl FnOnce() -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let lease_name = self.lease_name.ok_or(ConfigError::MissingLeaseName)?;
-        if !is_dns_subdomain(&lease_name) {
+        let lease_name = self
+            .lease_name
+            .clone()
+            .ok_or(ConfigError::MissingLeaseName)?;
+        let etcd = match self.backend {
+            Backend::Kubernetes => {
+                for (flag, given) in [
+                    ("etcd-endpoints", self.etcd_endpoints.is_some()),
+                    ("etcd-prefix", !self.etcd_prefix.is_empty()),
+                    ("etcd-ca-file", self.etcd_ca_file.is_some()),
+                    ("etcd-cert-file", self.etcd_cert_file.is_some()),
+                    ("etcd-key-file", self.etcd_key_file.is_some()),
+                ] {
+                    if given {
+                        return Err(ConfigError::Bad(format!(
+                            "--{flag} is for the etcd backend: add --backend etcd, or remove --{flag}"
+                        )));
+                    }
+                }
+                None
+            }
+            Backend::Etcd => Some(self.etcd_settings(&lease_name)?),
+        };
+        if etcd.is_none() && !is_dns_subdomain(&lease_name) {
             return Err(ConfigError::BadName {
                 flag: "lease-name",
                 value: lease_name,
@@ -369,10 +441,13 @@ impl RunArgs {
                 max: 253,
             });
         }
-        let namespace = self
-            .namespace
-            .or_else(|| env("POD_NAMESPACE").filter(|s| !s.is_empty()));
-        if let Some(ns) = &namespace {
+        let namespace = match &etcd {
+            Some(e) => Some(e.prefix.clone()),
+            None => self
+                .namespace
+                .or_else(|| env("POD_NAMESPACE").filter(|s| !s.is_empty())),
+        };
+        if let Some(ns) = namespace.as_ref().filter(|_| etcd.is_none()) {
             if !is_dns_label(ns, 63) {
                 return Err(ConfigError::BadName {
                     flag: "namespace",
@@ -493,8 +568,10 @@ impl RunArgs {
                 })
             }
         };
+        let emit_events = self.emit_events.unwrap_or(etcd.is_none());
         Ok(Settings {
             lease_name,
+            etcd,
             namespace,
             params: Params {
                 identity,
@@ -510,7 +587,7 @@ impl RunArgs {
                 idle_timeout: self.http_idle_timeout,
             },
             release_on_shutdown: self.release_on_shutdown,
-            emit_events: self.emit_events,
+            emit_events,
             log_format: self.log_format,
             log_level: self.log_level,
             pod_label,
@@ -518,6 +595,94 @@ impl RunArgs {
             notify_url,
             on_lost: self.on_lost,
             app_check,
+        })
+    }
+}
+
+impl RunArgs {
+    /// `--backend etcd`: the endpoints, prefix and TLS files, and no Kubernetes-only flag.
+    fn etcd_settings(&self, name: &str) -> Result<EtcdSettings, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Bad(m));
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad(format!(
+                "--lease-name {name:?} is not a usable etcd election name: use a name without spaces or control characters, e.g. payouts"
+            ));
+        }
+        // Kubernetes-only features are rejected, never silently ignored.
+        for (flag, given, why) in [
+            ("namespace", self.namespace.is_some(), "the election lives under --etcd-prefix"),
+            ("label-pod", self.label_pod, "it patches a Kubernetes pod"),
+            ("priority", self.priority != 0, "etcd's line is ordered by create revision; handover by priority needs the Lease's annotations"),
+            ("emit-events", self.emit_events == Some(true), "Events are Kubernetes objects"),
+        ] {
+            if given {
+                return bad(format!(
+                    "--{flag} is not available with --backend etcd ({why}): remove --{flag} or use --backend kubernetes"
+                ));
+            }
+        }
+        let Some(list) = self.etcd_endpoints.as_deref() else {
+            return bad("--backend etcd needs --etcd-endpoints: pass e.g. --etcd-endpoints http://127.0.0.1:2379 or set LEADERD_ETCD_ENDPOINTS".to_owned());
+        };
+        let tls_given = self.etcd_ca_file.is_some() || self.etcd_cert_file.is_some();
+        let mut endpoints = Vec::new();
+        for e in list.split(',').map(str::trim) {
+            let uri: Option<http::Uri> = e.parse().ok();
+            let ok = uri.as_ref().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some_and(|h| !h.is_empty())
+                    && u.port_u16().is_some()
+                    && u.path() == "/"
+            });
+            if !ok {
+                return bad(format!(
+                    "--etcd-endpoints: {e:?} is not an etcd endpoint: use http://HOST:PORT or https://HOST:PORT, comma-separated (e.g. http://127.0.0.1:2379)"
+                ));
+            }
+            if tls_given && uri.as_ref().and_then(|u| u.scheme_str()) == Some("http") {
+                return bad(format!(
+                    "--etcd-endpoints: {e:?} is plain http but TLS files are given: use https://"
+                ));
+            }
+            endpoints.push(e.to_owned());
+        }
+        let read = |flag: &str,
+                    path: &Option<std::path::PathBuf>|
+         -> Result<Option<Vec<u8>>, ConfigError> {
+            match path {
+                None => Ok(None),
+                Some(p) => std::fs::read(p).map(Some).map_err(|e| {
+                    ConfigError::Bad(format!(
+                        "--{flag} {}: cannot read it ({e}): give a readable PEM file",
+                        p.display()
+                    ))
+                }),
+            }
+        };
+        let ca = read("etcd-ca-file", &self.etcd_ca_file)?;
+        let cert = read("etcd-cert-file", &self.etcd_cert_file)?;
+        let key = read("etcd-key-file", &self.etcd_key_file)?;
+        let identity =
+            match (cert, key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                (Some(_), None) => return bad(
+                    "--etcd-cert-file needs --etcd-key-file: pass the client certificate's key too"
+                        .to_owned(),
+                ),
+                (None, Some(_)) => {
+                    return bad(
+                        "--etcd-key-file needs --etcd-cert-file: pass the client certificate too"
+                            .to_owned(),
+                    )
+                }
+            };
+        let tls =
+            (ca.is_some() || identity.is_some()).then_some(crate::etcd::EtcdTls { ca, identity });
+        Ok(EtcdSettings {
+            endpoints,
+            prefix: self.etcd_prefix.clone(),
+            tls,
         })
     }
 }
@@ -540,6 +705,125 @@ mod tests {
         all.extend_from_slice(args);
         let cli = Cli::try_parse_from(all).expect("clap accepts these");
         cli.run.validate(|_| None, || Some("host-1".into()))
+    }
+
+    #[test]
+    fn etcd_needs_endpoints_and_rejects_kubernetes_only_flags() {
+        let etcd = ["--lease-name", "payouts", "--backend", "etcd"];
+        let with = |more: &[&str]| {
+            let mut a = etcd.to_vec();
+            a.extend_from_slice(more);
+            parse(&a)
+        };
+        let e = with(&[]).unwrap_err().to_string();
+        assert!(e.contains("--etcd-endpoints"), "{e}");
+        let ok = with(&[
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379,http://10.0.0.2:2379",
+        ])
+        .unwrap();
+        let settings = ok.etcd.expect("etcd settings");
+        assert_eq!(settings.endpoints.len(), 2);
+        assert_eq!(settings.key_prefix("payouts"), "payouts/");
+        assert!(!ok.emit_events, "Events are off with etcd by default");
+        assert!(ok.pod_label.is_none());
+        let ep = ["--etcd-endpoints", "http://127.0.0.1:2379"];
+        for (flags, names) in [
+            (&["--namespace", "default"][..], "--namespace"),
+            (&["--label-pod"][..], "--label-pod"),
+            (&["--priority", "5"][..], "--priority"),
+            (&["--emit-events", "true"][..], "--emit-events"),
+        ] {
+            let mut f = ep.to_vec();
+            f.extend_from_slice(flags);
+            let e = with(&f).unwrap_err().to_string();
+            assert!(e.starts_with(names) && e.contains("--backend etcd"), "{e}");
+        }
+        // Explicitly off is fine.
+        let mut f = ep.to_vec();
+        f.extend_from_slice(&["--emit-events", "false"]);
+        assert!(with(&f).is_ok());
+        for bad in [
+            "127.0.0.1:2379",
+            "grpc://x:1",
+            "http://x",
+            "http://x:2379/v3",
+        ] {
+            let e = with(&["--etcd-endpoints", bad]).unwrap_err().to_string();
+            assert!(
+                e.starts_with("--etcd-endpoints") && e.contains("http://HOST:PORT"),
+                "{e}"
+            );
+        }
+        let e = with(&[
+            "--etcd-endpoints",
+            "http://x:2379",
+            "--etcd-ca-file",
+            "/etc/hostname",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("use https://"), "{e}");
+        let e = with(&[
+            "--etcd-endpoints",
+            "https://x:2379",
+            "--etcd-ca-file",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--etcd-ca-file") && e.contains("cannot read"),
+            "{e}"
+        );
+        let e = with(&[
+            "--etcd-endpoints",
+            "https://x:2379",
+            "--etcd-cert-file",
+            "/etc/hostname",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--etcd-key-file"), "{e}");
+        let e = parse(&[
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            "http://x:2379",
+            "--lease-name",
+            "a b",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--lease-name"), "{e}");
+        let prefixed = with(&[
+            "--etcd-endpoints",
+            "http://x:2379",
+            "--etcd-prefix",
+            "/elections/",
+        ])
+        .unwrap();
+        assert_eq!(
+            prefixed.etcd.unwrap().key_prefix("payouts"),
+            "/elections/payouts/"
+        );
+    }
+
+    #[test]
+    fn etcd_flags_need_the_etcd_backend() {
+        let e = parse(&[
+            "--lease-name",
+            "x",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("--etcd-endpoints") && e.contains("--backend etcd"),
+            "{e}"
+        );
+        assert!(parse(&["--lease-name", "x"]).unwrap().emit_events);
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //!   [`election::elector`] the executor that runs it and hands its view and transitions to a
 //!   [`election::Publisher`].
 //! - [`kube_store`]: the lock interface over the Kubernetes API, with kube-rs.
+//! - [`etcd`]: the second store, etcd v3 (`--backend etcd`): its own closed state machine
+//!   ([`etcd::Campaign`], etcd's `concurrency.Election` line with native leases) and executor
+//!   ([`etcd::EtcdElector`]), publishing the same view and transitions through the same
+//!   [`election::Publisher`].
 //! - [`status`]: the published state: the leader state (a `tokio::sync::watch`) and the
 //!   transition stream that every side effect follows.
 //! - [`http`]: the app-facing API (`/leader`, its long poll, stream and readiness, `POST
@@ -35,6 +39,7 @@ pub mod app;
 pub mod appcheck;
 pub mod config;
 pub mod election;
+pub mod etcd;
 pub mod events;
 pub mod hooks;
 pub mod http;

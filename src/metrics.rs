@@ -56,7 +56,9 @@ pub const LISTENERS: [&str; 2] = ["api", "metrics"];
 impl Metrics {
     /// Register the metrics for the lease in `status`.
     /// `app_check`: whether `--app-check` is configured (only then are its series exported).
-    pub fn new(status: StatusRx, app_check: bool) -> prometheus::Result<Self> {
+    /// `backend`: the coordination store ("kubernetes" or "etcd"), exported as
+    /// `leaderd_backend_info`.
+    pub fn new(status: StatusRx, app_check: bool, backend: &str) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let id = status.id.clone();
         let opts = |name: &str, help: &str| {
@@ -108,7 +110,7 @@ impl Metrics {
         let requests = reg!(IntCounterVec::new(
             opts(
                 "leaderd_lease_requests_total",
-                "Lease API requests by verb and HTTP status (or error/timeout)."
+                "Store requests by verb and result: Lease API HTTP status (or error/timeout); etcd ok, timeout or gRPC status."
             ),
             &["verb", "code"]
         )?);
@@ -181,6 +183,14 @@ impl Metrics {
             &["version"]
         )?);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let backend_info = reg!(IntGaugeVec::new(
+            opts(
+                "leaderd_backend_info",
+                "The coordination store this candidate campaigns in (kubernetes or etcd); always 1."
+            ),
+            &["backend"]
+        )?);
+        backend_info.with_label_values(&[backend]).set(1);
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -215,7 +225,8 @@ impl Metrics {
         }
     }
 
-    /// One Lease API request finished with `code` ("200", "409", "error", "timeout") after `took`.
+    /// One store request finished with `code` after `took`: for the Lease API the HTTP status
+    /// ("200", "409"), "error" or "timeout"; for etcd "ok", "timeout" or the gRPC status name.
     pub fn request(&self, verb: &str, code: &str, took: Duration) {
         self.requests.with_label_values(&[verb, code]).inc();
         self.request_duration

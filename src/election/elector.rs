@@ -52,9 +52,10 @@ pub trait Publisher: Send + 'static {
     fn transition(&mut self, transition: Transition);
 }
 
-/// Requests to a running elector.
+/// Requests to a running elector (of either backend).
 #[derive(Debug)]
-enum Command {
+pub enum Command {
+    /// Step down and release; answer when the release is written (or failed).
     Release(oneshot::Sender<ReleaseOutcome>),
 }
 
@@ -65,6 +66,12 @@ pub struct Control {
 }
 
 impl Control {
+    /// A handle and the receiving end an elector reads its commands from.
+    pub fn channel() -> (Control, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(8);
+        (Control { tx }, rx)
+    }
+
     /// Step down and release the lease; answers once the release is written (or failed).
     pub async fn release(&self) -> ReleaseOutcome {
         let (reply, rx) = oneshot::channel();
@@ -128,9 +135,9 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
 
     /// A handle through which the elector can be asked to release the lease.
     pub fn control(&mut self) -> Control {
-        let (tx, rx) = mpsc::channel(8);
+        let (control, rx) = Control::channel();
         self.commands = Some(rx);
-        Control { tx }
+        control
     }
 
     /// Campaign until `shutdown` is cancelled, then step down (and release, if configured and
@@ -370,7 +377,7 @@ fn log_transition(identity: &str, t: &Transition) {
 }
 
 /// The next command, or never when there is no command channel (or it is closed).
-async fn recv_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<Command> {
+pub async fn recv_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Option<Command> {
     match commands {
         Some(rx) => match rx.recv().await {
             Some(c) => Some(c),
