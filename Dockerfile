@@ -34,6 +34,11 @@ ARG RUST_VERSION=1.95
 ARG LEADERD_FROM=builder
 
 FROM --platform=linux/amd64 rust:${RUST_VERSION}-bookworm AS builder
+# protoc and protobuf's own .proto files: the etcd-client crate compiles etcd's .proto files at
+# build time (prost-build ships no protoc); the rust image has neither.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

@@ -152,7 +152,13 @@ check "helm 4 lint --strict (pod label, leader Service, hooks, notify, on-lost, 
   --set onLost=exit --set election.priority=5
 check "helm 4 lint --strict (app check)" "$HELM" lint --strict "$CHART" \
   --set example.enabled=true --set appCheck.url=tcp://127.0.0.1:8080 --set appCheck.failures=5
+check "helm 4 lint --strict (backend etcd, TLS Secret, demo)" "$HELM" lint --strict "$CHART" \
+  --set example.enabled=true --set backend=etcd --set 'etcd.endpoints={https://127.0.0.1:1}' \
+  --set etcd.prefix=/leaderd/ --set etcd.tls.secretName=etcd-client
 check "helm 3 lint --strict" "$HELM3" lint --strict "$CHART"
+check "helm 3 lint --strict (backend etcd, TLS Secret, demo)" "$HELM3" lint --strict "$CHART" \
+  --set example.enabled=true --set backend=etcd --set 'etcd.endpoints={https://127.0.0.1:1}' \
+  --set etcd.prefix=/leaderd/ --set etcd.tls.secretName=etcd-client
 
 # --- schema rejects typos ------------------------------------------------------------------
 echo "== schema"
@@ -198,6 +204,28 @@ fails_with "non-integer --set appCheck.successes=one fails on the schema" "appCh
 fails_with "typo --set appCheck.timout=1s fails on the schema" "'timout' not allowed" --set appCheck.timout=1s
 fails_with "an app-check flag the chart renders, repeated in extraArgs, fails with a clear message" "would get --app-check-interval twice" \
   --set example.enabled=true --set appCheck.url=http://127.0.0.1:8080/healthz --set 'extraArgs={--app-check-interval=5s}'
+# backend etcd: the schema (enum, typos, URLs, endpoints required), then the template's own checks
+# of what leaderd would refuse with etcd (exit code 64).
+ETCD=(--set backend=etcd --set 'etcd.endpoints={http://127.0.0.1:1}')
+fails_with "bad enum --set backend=consul fails on the schema" "backend" --set backend=consul
+fails_with "typo --set etcd.endpoint=... fails on the schema" "'endpoint' not allowed" --set backend=etcd --set 'etcd.endpoint=http://127.0.0.1:1'
+fails_with "typo --set etcd.tls.secretname=x fails on the schema" "'secretname' not allowed" "${ETCD[@]}" --set etcd.tls.secretname=x
+fails_with "an endpoint without a scheme fails on the schema" "etcd/endpoints" --set backend=etcd --set 'etcd.endpoints={10.0.0.5:2379}'
+fails_with "an endpoint with a comma fails on the schema (the chart joins them with commas)" "etcd/endpoints" \
+  --set backend=etcd --set 'etcd.endpoints[0]=http://a:1\,http://b:1'
+fails_with "backend=etcd without endpoints fails on the schema" "etcd/endpoints" --set backend=etcd
+fails_with "backend=etcd without endpoints fails with a clear message (template, schema skipped)" "backend etcd needs etcd.endpoints" \
+  --skip-schema-validation --set backend=etcd
+fails_with "backend=etcd with podLabel.enabled fails with a clear message" "podLabel.enabled is Kubernetes-only" \
+  "${ETCD[@]}" --set podLabel.enabled=true
+fails_with "backend=etcd with election.priority=5 fails with a clear message" "election.priority is Kubernetes-only" \
+  "${ETCD[@]}" --set election.priority=5
+fails_with "backend=etcd with events.enabled=true fails with a clear message" "events.enabled=true is Kubernetes-only" \
+  "${ETCD[@]}" --set events.enabled=true
+fails_with "backend=etcd with lease.namespace fails with a clear message" "lease.namespace is Kubernetes-only" \
+  "${ETCD[@]}" --set lease.namespace=leases
+fails_with "an etcd flag the chart renders, repeated in extraArgs, fails with a clear message" "would get --etcd-prefix twice" \
+  "${ETCD[@]}" --set example.enabled=true --set etcd.prefix=/a/ --set 'extraArgs={--etcd-prefix=/b/}'
 
 # --- the matrix ------------------------------------------------------------------------------
 ALERTS=deploy/prometheus/alerts.yaml
@@ -206,23 +234,69 @@ RBAC_KINDS='"Role","RoleBinding","ServiceAccount"'
 # accepts NAME RENDER.yaml: the real binary accepts the args of every rendered leaderd container.
 # leaderd validates every flag before it looks for a cluster, so with no kubeconfig and no
 # in-cluster environment a valid set of args ends in "no cluster connection" (and nothing binds
-# a port); a bad one names the flag. POD_NAME/POD_NAMESPACE stand in for the downward API.
+# a port); a bad one names the flag. POD_NAME/POD_NAMESPACE stand in for the downward API (each
+# only when the container gets it).
+# With --backend=etcd there is no such early end: the cases name etcd endpoints on loopback port 1,
+# where nothing listens, and leaderd keeps campaigning (retrying). The listeners are moved to
+# 127.0.0.1:0 and the TLS files under /etc/leaderd/etcd-tls to throwaway ones (openssl, X.509 v3
+# with extendedKeyUsage clientAuth: rustls refuses v1 certificates); a valid set of args is still
+# running after 6 s, a bad one exits at once (64 naming the flag, or 1 when the TLS files are
+# refused).
+etcd_test_tls() {
+  local d="$TMP/etcd-tls"
+  [[ -s "$d/tls.key" ]] && return 0
+  command -v openssl >/dev/null || { echo "openssl is missing (Debian package openssl)"; return 1; }
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=check-chart-ca -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null \
+    && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=leaderd \
+      -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null \
+    && printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n' >"$d/tls.ext" \
+    && openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 1 -extfile "$d/tls.ext" -out "$d/tls.crt" 2>/dev/null
+}
 accepts() {
-  local name="$1" render="$2" i=0 out
+  local name="$1" render="$2" i=0 out rc
   while IFS= read -r -d '' argsfile; do
     i=$((i + 1))
-    local args=()
+    local args=() envs=()
     mapfile -d '' -t args <"$argsfile"
+    mapfile -d '' -t envs <"$argsfile.env"
+    if [[ " ${args[*]} " != *" --backend=etcd "* ]]; then
+      out="$(env -i PATH=/usr/bin:/bin HOME="$TMP" KUBECONFIG="$TMP/no-such-kubeconfig" \
+        "${envs[@]}" timeout 10 "$LEADERD_BIN" "${args[@]}" 2>&1)"
+      if grep -q "no cluster connection" <<<"$out"; then
+        ok "[$name] leaderd accepts the rendered args (container $i: validation passed, then no cluster)"
+      else
+        bad "[$name] leaderd accepts the rendered args (container $i)" "$out"
+      fi
+      continue
+    fi
+    if ! out="$(etcd_test_tls 2>&1)"; then
+      bad "[$name] leaderd accepts the rendered args (container $i): throwaway TLS files" "$out"
+      continue
+    fi
+    local run=() a
+    for a in "${args[@]}"; do
+      case "$a" in
+        --http-addr=* | --metrics-addr=*) run+=("${a%%=*}=127.0.0.1:0") ;;
+        --etcd-ca-file=/etc/leaderd/etcd-tls/* | --etcd-cert-file=/etc/leaderd/etcd-tls/* | --etcd-key-file=/etc/leaderd/etcd-tls/*)
+          run+=("${a%%=*}=$TMP/etcd-tls/${a##*/}") ;;
+        *) run+=("$a") ;;
+      esac
+    done
     out="$(env -i PATH=/usr/bin:/bin HOME="$TMP" KUBECONFIG="$TMP/no-such-kubeconfig" \
-      POD_NAME=demo-pod-1 POD_NAMESPACE=apps timeout 10 "$LEADERD_BIN" "${args[@]}" 2>&1)"
-    if grep -q "no cluster connection" <<<"$out"; then
-      ok "[$name] leaderd accepts the rendered args (container $i: validation passed, then no cluster)"
+      "${envs[@]}" timeout -k 3 6 "$LEADERD_BIN" "${run[@]}" 2>&1)"
+    rc=$?
+    if [[ $rc -eq 124 ]]; then
+      ok "[$name] leaderd accepts the rendered args (container $i: backend etcd, validation passed, still campaigning after 6 s)"
     else
-      bad "[$name] leaderd accepts the rendered args (container $i)" "$out"
+      bad "[$name] leaderd accepts the rendered args (container $i: backend etcd, exit $rc)" "$out"
     fi
   done < <("${PY[@]}" - "$render" "$TMP/${name//\//-}.args" <<'PY'
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+FAKE = {"metadata.name": "demo-pod-1", "metadata.namespace": "apps"}
 n = 0
 for d in docs:
     pod = d.get("spec", {}).get("template", {}).get("spec", {})
@@ -233,6 +307,11 @@ for d in docs:
             with open(path, "wb") as f:
                 for a in c.get("args", []):
                     f.write(str(a).encode() + b"\0")
+            with open(path + ".env", "wb") as f:
+                for e in c.get("env", []):
+                    field = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                    if e["name"] in ("POD_NAME", "POD_NAMESPACE") and field in FAKE:
+                        f.write(f"{e['name']}={FAKE[field]}".encode() + b"\0")
             sys.stdout.write(path + "\0")
 PY
 )
@@ -352,6 +431,30 @@ case_ app-check-tcp "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-le
     \"--app-check-timeout\":\"1s\",\"--app-check-failures\":\"3\",\"--app-check-successes\":\"1\"}}" \
   --set example.enabled=true --set appCheck.url=tcp://127.0.0.1:5432
 
+# Backend etcd: no Role/RoleBinding, a token-less ServiceAccount, --backend=etcd and the endpoints,
+# no Kubernetes-only flag. Plain http (regular sidecar, no prefix, events.enabled=false allowed),
+# then TLS from a Secret with a prefix and two endpoints (native sidecar, next to an extra mount),
+# and the chart without the demo (the ServiceAccount only).
+case_ etcd "{\"kinds\":[\"ServiceAccount\",\"Deployment\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sa_created\":true,\"sidecar\":\"containers\",\"probes\":true,
+  \"etcd\":{\"endpoints\":\"http://127.0.0.1:1\",\"prefix\":null,\"tls_secret\":null}}" \
+  --set example.enabled=true --set backend=etcd --set 'etcd.endpoints={http://127.0.0.1:1}' --set events.enabled=false
+
+case_ etcd-tls-native-sidecar "{\"kinds\":[\"ServiceAccount\",\"Deployment\"],\"lease\":\"payouts\",\"sa\":\"demo-leaderd\",
+  \"sa_created\":true,\"sidecar\":\"initContainers\",\"probes\":true,
+  \"etcd\":{\"endpoints\":\"https://127.0.0.1:1,https://127.0.0.2:1\",\"prefix\":\"/leaderd/\",\"tls_secret\":\"etcd-client\"},
+  \"args\":{\"--on-lost\":\"exit\"},
+  \"volume_mounts\":[{\"name\":\"hooks\",\"mountPath\":\"/hooks\",\"readOnly\":true}]}" \
+  --set example.enabled=true --set example.nativeSidecar=true --set backend=etcd --set lease.name=payouts \
+  --set 'etcd.endpoints={https://127.0.0.1:1,https://127.0.0.2:1}' --set etcd.prefix=/leaderd/ \
+  --set etcd.tls.secretName=etcd-client --set onLost=exit \
+  --set 'extraVolumeMounts[0].name=hooks' --set 'extraVolumeMounts[0].mountPath=/hooks' \
+  --set 'extraVolumeMounts[0].readOnly=true'
+
+case_ etcd-no-demo "{\"kinds\":[\"ServiceAccount\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",\"sa_created\":true,
+  \"etcd\":{\"endpoints\":\"http://127.0.0.1:1\",\"prefix\":null,\"tls_secret\":null}}" \
+  --set backend=etcd --set 'etcd.endpoints={http://127.0.0.1:1}'
+
 # A parent chart that lists leaderd as a dependency and includes the sidecar in its own
 # Deployment, as in the chart README's "add to your chart".
 echo "== case: parent chart (dependency + include \"leaderd.container\")"
@@ -382,10 +485,15 @@ spec:
       labels: {app: myapp}
     spec:
       serviceAccountName: {{ include "leaderd.serviceAccountName" . }}
+      automountServiceAccountToken: {{ include "leaderd.automountServiceAccountToken" . }}
       containers:
         - name: app
           image: busybox:1.36
         {{- include "leaderd.container" . | nindent 8 }}
+      {{- with include "leaderd.volumes" . }}
+      volumes:
+        {{- . | nindent 8 }}
+      {{- end }}
 EOF
 for h in "$HELM" "$HELM3"; do
   v="$("$h" version --short | cut -c1-2)"
@@ -405,6 +513,26 @@ for h in "$HELM" "$HELM3"; do
   fi
   check "[parent/$v] a typo under leaderd: fails on the subchart schema" \
     bash -c '! "$1" template demo "$2" --set leaderd.imagee=x >/dev/null 2>&1' _ "$h" "$P"
+  # The same parent with leaderd.backend=etcd and a TLS Secret: leaderd.volumes and
+  # leaderd.automountServiceAccountToken follow the backend.
+  if err="$("$h" template demo "$P" --namespace apps --set leaderd.backend=etcd \
+    --set 'leaderd.etcd.endpoints={https://127.0.0.1:1}' --set leaderd.etcd.prefix=/apps/ \
+    --set leaderd.etcd.tls.secretName=myapp-etcd 2>&1 >"$TMP/parent-etcd.yaml")"; then
+    ok "[parent-etcd/$v] helm template of the parent chart with leaderd.backend=etcd"
+    check "[parent-etcd/$v] kubernetes-validate --strict -k 1.30.0" "${KV[@]}" --strict --quiet -k 1.30.0 "$TMP/parent-etcd.yaml"
+    while IFS= read -r line; do
+      case "$line" in
+        PASS\ *) ok "[parent-etcd/$v] ${line#PASS }" ;;
+        *) bad "[parent-etcd/$v] ${line#FAIL }" ;;
+      esac
+    done < <("${PY[@]}" scripts/lib/assert_render.py "$TMP/parent-etcd.yaml" "$HELP" \
+      "{\"kinds\":[\"ServiceAccount\",\"Deployment\"],\"lease\":\"myapp\",\"sa\":\"demo-leaderd\",\"sa_created\":true,
+        \"sidecar\":\"containers\",\"probes\":true,
+        \"etcd\":{\"endpoints\":\"https://127.0.0.1:1\",\"prefix\":\"/apps/\",\"tls_secret\":\"myapp-etcd\"}}" 2>&1)
+    accepts "parent-etcd/$v" "$TMP/parent-etcd.yaml"
+  else
+    bad "[parent-etcd/$v] helm template of the parent chart with leaderd.backend=etcd" "$err"
+  fi
 done
 
 # --- packaging -------------------------------------------------------------------------------

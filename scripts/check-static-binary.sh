@@ -15,6 +15,17 @@ export CARGO_TERM_COLOR=never
 TARGET=x86_64-unknown-linux-gnu
 mkdir -p "$CARGO_TARGET_DIR"
 
+# The etcd-client crate compiles etcd's .proto files at build time and needs protoc (the
+# Dockerfile's builder stage installs it; .ci/run does on the host).
+if [[ -z "${PROTOC:-}" ]] && ! command -v protoc >/dev/null; then
+  echo "protoc is missing: apt-get install protobuf-compiler (or set PROTOC)" >&2
+  exit 1
+fi
+if [[ -z "${PROTOC_INCLUDE:-}" && ! -f /usr/include/google/protobuf/descriptor.proto ]]; then
+  echo "protobuf's .proto files are missing: apt-get install libprotobuf-dev (or set PROTOC_INCLUDE)" >&2
+  exit 1
+fi
+
 echo "== build (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 start=$(date +%s)
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$TARGET"

@@ -45,8 +45,9 @@ pub enum AppError {
     /// is free.
     #[error(transparent)]
     Bind(std::io::Error),
-    /// The etcd client could not be set up (bad TLS material); not retryable.
-    #[error("setting up the etcd client: {0}")]
+    /// The etcd client could not be set up: the TLS files are not a usable certificate, key
+    /// or CA (a usage error, exit 64); not retryable.
+    #[error("--etcd-ca-file/--etcd-cert-file/--etcd-key-file: the etcd client cannot use them ({0}): give PEM files of an X.509 v3 CA and client certificate (openssl x509 -req ... -extfile with extendedKeyUsage=clientAuth) and its private key")]
     Etcd(#[source] EtcdError),
     /// The metrics could not be registered (a bug); not retryable.
     #[error("registering metrics: {0}")]
@@ -60,7 +61,7 @@ impl AppError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            AppError::NoCluster(_) => ExitCode::from(EXIT_USAGE),
+            AppError::NoCluster(_) | AppError::Etcd(_) => ExitCode::from(EXIT_USAGE),
             _ => ExitCode::FAILURE,
         }
     }
@@ -117,7 +118,7 @@ pub fn main() -> ExitCode {
 
 fn report(e: &AppError) -> ExitCode {
     match e {
-        AppError::NoCluster(_) => eprintln!("leaderd: {e}"),
+        AppError::NoCluster(_) | AppError::Etcd(_) => eprintln!("leaderd: {e}"),
         _ => error!("{e}"),
     }
     e.exit_code()

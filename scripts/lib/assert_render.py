@@ -26,6 +26,15 @@ them. SPEC keys (all optional but `kinds`):
   probes        true/false: whether the leaderd container must carry kubelet probes
   alerts        path of the alert rule file the PrometheusRule must embed
   dashboard     path of the dashboard JSON the ConfigMap must carry
+  etcd          {"endpoints": "URL,URL", "prefix": P or null, "tls_secret": NAME or null}: backend
+                etcd. The args must carry --backend=etcd, exactly these --etcd-endpoints and
+                --etcd-prefix (absent when null), the three TLS files under /etc/leaderd/etcd-tls
+                exactly when tls_secret (with the read-only mount and the Secret volume), and none
+                of --namespace, --emit-events, --priority, --label-pod, --pod-label-key; the pods
+                and a rendered ServiceAccount have automountServiceAccountToken false, and the
+                container gets POD_NAME but not POD_NAMESPACE. Without it (backend kubernetes) no
+                --backend or --etcd-* flag, no volume and no automountServiceAccountToken may be
+                rendered.
 """
 
 import json
@@ -36,6 +45,8 @@ import yaml
 
 render_path, help_path, spec_json = sys.argv[1:4]
 spec = json.loads(spec_json)
+ETCD = spec.get("etcd")
+ETCD_TLS_DIR = "/etc/leaderd/etcd-tls"
 docs = [d for d in yaml.safe_load_all(open(render_path)) if d]
 help_text = open(help_path).read()
 HELP_FLAGS = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", help_text))
@@ -119,6 +130,10 @@ if "sa_created" in spec:
     sas = [d["metadata"]["name"] for d in of_kind("ServiceAccount")]
     want = [spec["sa"]] if spec["sa_created"] else []
     report(sas == want, f"ServiceAccount objects are {want}", f"got {sas}")
+automount = [d.get("automountServiceAccountToken") for d in of_kind("ServiceAccount")]
+report(all(a is False for a in automount) if ETCD else all(a is None for a in automount),
+       "ServiceAccount automountServiceAccountToken: "
+       + ("false (backend etcd: no token)" if ETCD else "not set (backend kubernetes)"), f"got {automount}")
 
 # --- the sidecar -----------------------------------------------------------------------------
 if spec.get("sidecar"):
@@ -150,9 +165,15 @@ if spec.get("sidecar"):
     report(ok, "securityContext: runAsNonRoot, runAsUser 65532, readOnlyRootFilesystem, "
            "no privilege escalation, drop ALL, seccomp RuntimeDefault", f"got {sc}")
     env = {e["name"]: e for e in c.get("env", [])}
-    report(env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
-           and env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace",
-           "POD_NAME and POD_NAMESPACE come from the downward API", f"got {list(env.values())}")
+    pod_name_ok = env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
+    if ETCD:
+        report(pod_name_ok and "POD_NAMESPACE" not in env,
+               "POD_NAME comes from the downward API, and no POD_NAMESPACE (backend etcd)",
+               f"got {list(env.values())}")
+    else:
+        report(pod_name_ok
+               and env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace",
+               "POD_NAME and POD_NAMESPACE come from the downward API", f"got {list(env.values())}")
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     report(ports == {"http": 4040, "metrics": 9464}, "ports http 4040 and metrics 9464", f"got {ports}")
     args = [str(a) for a in c.get("args", [])]
@@ -168,11 +189,33 @@ if spec.get("sidecar"):
         return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ns|us|ms|s|m|h)", d))
 
     timings = [secs(av.get(f, "")) for f in ("--lease-duration", "--renew-deadline", "--retry-period")]
+    want_events = None if ETCD else ("true" if spec.get("events", True) else "false")
     report(av.get("--lease-name") == spec["lease"]
-           and av.get("--emit-events") == ("true" if spec.get("events", True) else "false")
+           and av.get("--emit-events") == want_events
            and timings[0] > timings[1] > timings[2] > 0,
-           f"args: --lease-name={spec['lease']}, --emit-events={str(spec.get('events', True)).lower()}, "
-           "lease-duration > renew-deadline > retry-period > 0", f"got {args}")
+           f"args: --lease-name={spec['lease']}, "
+           + ("no --emit-events (backend etcd)" if ETCD else f"--emit-events={want_events}")
+           + ", lease-duration > renew-deadline > retry-period > 0", f"got {args}")
+    ETCD_FLAGS = ("--backend", "--etcd-endpoints", "--etcd-prefix", "--etcd-ca-file", "--etcd-cert-file",
+                  "--etcd-key-file")
+    if ETCD:
+        want = {"--backend": "etcd", "--etcd-endpoints": ETCD["endpoints"], "--etcd-prefix": ETCD.get("prefix"),
+                "--etcd-ca-file": None, "--etcd-cert-file": None, "--etcd-key-file": None}
+        if ETCD.get("tls_secret"):
+            want.update({"--etcd-ca-file": f"{ETCD_TLS_DIR}/ca.crt", "--etcd-cert-file": f"{ETCD_TLS_DIR}/tls.crt",
+                         "--etcd-key-file": f"{ETCD_TLS_DIR}/tls.key"})
+        have = {f: av.get(f) for f in ETCD_FLAGS}
+        report(have == want and all(flags.count(f) <= 1 for f in ETCD_FLAGS),
+               "args: etcd flags exactly " + ", ".join(f"{f}={v}" for f, v in want.items() if v is not None),
+               f"got {have}")
+        k8s_only = [f for f in ("--namespace", "--emit-events", "--priority", "--label-pod", "--pod-label-key")
+                    if f in av]
+        report(not k8s_only, "args: no Kubernetes-only flag (--namespace, --emit-events, --priority, "
+               "--label-pod, --pod-label-key)", f"got {k8s_only}")
+    else:
+        stray = [f for f in ETCD_FLAGS if f in av]
+        report(not stray, "args: no --backend and no --etcd-* flag (backend kubernetes, the default)",
+               f"got {stray}")
     key = spec.get("pod_label_key", "leaderd.io/role")
     if spec.get("pods", False):
         report(av.get("--label-pod") == "true" and av.get("--pod-label-key") == key,
@@ -195,8 +238,24 @@ if spec.get("sidecar"):
            "args: " + ", ".join(f"{f}={v}" for f, v in limits.items()) + " (http.maxConnections, http.idleTimeout)",
            f"got {args}")
     mounts = c.get("volumeMounts", [])
-    want_mounts = spec.get("volume_mounts", [])
+    want_mounts = list(spec.get("volume_mounts", []))
+    if ETCD and ETCD.get("tls_secret"):
+        want_mounts.insert(0, {"name": "leaderd-etcd-tls", "mountPath": ETCD_TLS_DIR, "readOnly": True})
     report(mounts == want_mounts, f"leaderd volumeMounts are {want_mounts or 'none'}", f"got {mounts}")
+    tls_volumes = [v for p in pods for v in p.get("volumes", []) if v.get("name") == "leaderd-etcd-tls"]
+    if ETCD and ETCD.get("tls_secret"):
+        report(len(tls_volumes) == len(pods) and all(
+                   v.get("secret", {}).get("secretName") == ETCD["tls_secret"]
+                   and v["secret"].get("defaultMode") == 0o444 and set(v) == {"name", "secret"}
+                   for v in tls_volumes),
+               f"pod volume leaderd-etcd-tls is Secret {ETCD['tls_secret']} (mode 0444)", f"got {tls_volumes}")
+    else:
+        report(not tls_volumes, "no leaderd-etcd-tls volume", f"got {tls_volumes}")
+    tokens = [p.get("automountServiceAccountToken") for p in pods]
+    report(all(t is False for t in tokens) if ETCD else all(t in (None, True) for t in tokens),
+           "pods: automountServiceAccountToken "
+           + ("false (backend etcd: leaderd never calls the Kubernetes API)" if ETCD else "not false"),
+           f"got {tokens}")
     probes = {k: c.get(k) for k in ("livenessProbe", "readinessProbe", "startupProbe") if k in c}
     if spec.get("probes", True):
         live = probes.get("livenessProbe", {}).get("httpGet", {})

@@ -158,16 +158,93 @@ probes the pod IP, so a loopback bind could never pass).
 {{- end -}}
 
 {{/*
+leaderd.backend: "kubernetes" or "etcd" (backend, default kubernetes).
+*/}}
+{{- define "leaderd.backend" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- default "kubernetes" $v.backend -}}
+{{- end -}}
+
+{{/*
+leaderd.eventsEnabled: "true" when leaderd posts Kubernetes Events: events.enabled true, or
+events.enabled null (the default) with backend kubernetes. With etcd the default is off.
+*/}}
+{{- define "leaderd.eventsEnabled" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- $e := $v.events.enabled -}}
+{{- if kindIs "invalid" $e -}}
+{{- if eq (include "leaderd.backend" .) "kubernetes" -}}true{{- end -}}
+{{- else if $e -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.etcdTLSDir: where the etcd.tls.secretName Secret is mounted (read-only) in the leaderd
+container; its ca.crt, tls.crt and tls.key are passed as --etcd-ca-file, --etcd-cert-file and
+--etcd-key-file.
+*/}}
+{{- define "leaderd.etcdTLSDir" -}}
+/etc/leaderd/etcd-tls
+{{- end -}}
+
+{{/*
+leaderd.validateBackend: fails the render, with a message naming the value, on a combination
+leaderd would refuse at start (exit code 64): backend etcd without etcd.endpoints, or with a
+Kubernetes-only value set (lease.namespace, election.priority other than 0, events.enabled
+true, podLabel.enabled). Renders nothing. Included by leaderd.args and templates/rbac.yaml.
+*/}}
+{{- define "leaderd.validateBackend" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- if eq (include "leaderd.backend" .) "etcd" -}}
+{{- if not $v.etcd.endpoints -}}
+{{- fail "backend etcd needs etcd.endpoints, the etcd client URLs (http:// or https://), e.g. --set 'etcd.endpoints={https://10.0.0.5:2379,https://10.0.0.6:2379}'" -}}
+{{- end -}}
+{{- if $v.lease.namespace -}}
+{{- fail "lease.namespace is Kubernetes-only (the Lease's namespace): leave it empty with backend etcd, where lease.name names the election and etcd.prefix scopes it" -}}
+{{- end -}}
+{{- if ne (int64 (default 0 $v.election.priority)) 0 -}}
+{{- fail "election.priority is Kubernetes-only (a handover through the Lease record): leave it 0 with backend etcd, where the candidate that campaigned first (lowest create revision) leads" -}}
+{{- end -}}
+{{- if and (kindIs "bool" $v.events.enabled) $v.events.enabled -}}
+{{- fail "events.enabled=true is Kubernetes-only (Events are posted on the Lease): leave it unset (null) or false with backend etcd" -}}
+{{- end -}}
+{{- if $v.podLabel.enabled -}}
+{{- fail "podLabel.enabled is Kubernetes-only (leaderd patches its pod through the Kubernetes API, which it does not use with backend etcd): disable it, and route to the leader with /leader instead" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 leaderd.args: leaderd's command-line arguments as a YAML list (one "- --flag=value" per line),
 from the values. The feature flags are rendered only when set: --priority when not 0,
 --label-pod/--pod-label-key with podLabel.enabled, each hook when not empty (and --hook-timeout
 with any of them), --notify-url when not empty, --on-lost when exit, --app-check with its four
-timings when appCheck.url is not empty; extraArgs last.
+timings when appCheck.url is not empty; extraArgs last. With backend etcd: --backend=etcd,
+--etcd-endpoints (joined with commas), --etcd-prefix when not empty, the three TLS files when
+etcd.tls.secretName is set, and none of the Kubernetes-only flags (--namespace, --emit-events,
+--priority, --label-pod); with kubernetes no --backend (the default), so the args are those of
+before the etcd backend.
 leaderd.containerBody refuses a flag given twice (leaderd would exit with code 64). Internal.
 */}}
 {{- define "leaderd.args" -}}
+{{- include "leaderd.validateBackend" . -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
+{{- $etcd := eq (include "leaderd.backend" .) "etcd" -}}
+{{- if $etcd }}
+- --backend=etcd
+{{- end }}
 - --lease-name={{ include "leaderd.leaseName" . }}
+{{- if $etcd }}
+- {{ printf "--etcd-endpoints=%s" (join "," $v.etcd.endpoints) | quote }}
+{{- with $v.etcd.prefix }}
+- {{ printf "--etcd-prefix=%s" . | quote }}
+{{- end }}
+{{- if $v.etcd.tls.secretName }}
+{{- $dir := include "leaderd.etcdTLSDir" . }}
+- --etcd-ca-file={{ $dir }}/ca.crt
+- --etcd-cert-file={{ $dir }}/tls.crt
+- --etcd-key-file={{ $dir }}/tls.key
+{{- end }}
+{{- end }}
 {{- with $v.lease.namespace }}
 - --namespace={{ . }}
 {{- end }}
@@ -179,7 +256,9 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 - --http-max-connections={{ int64 $v.http.maxConnections }}
 - --http-idle-timeout={{ $v.http.idleTimeout }}
 - --release-on-shutdown={{ $v.election.releaseOnShutdown }}
-- --emit-events={{ $v.events.enabled }}
+{{- if not $etcd }}
+- --emit-events={{ if include "leaderd.eventsEnabled" . }}true{{ else }}false{{ end }}
+{{- end }}
 - --log-format={{ $v.logging.format }}
 {{- with $v.logging.level }}
 - --log-level={{ . }}
@@ -224,15 +303,17 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 {{/*
 leaderd.containerBody: the leaderd container without the list dash: image, args from the
 values (leaderd.args; a flag given twice fails the render with a clear message),
-POD_NAME/POD_NAMESPACE from the downward API, extraVolumeMounts, the http and metrics ports,
-probes, resources and the hardened securityContext. Internal; see leaderd.container.
+POD_NAME/POD_NAMESPACE from the downward API (POD_NAME only with backend etcd: the identity),
+the etcd TLS Secret's mount (etcd.tls.secretName; the volume is leaderd.volumes) and
+extraVolumeMounts, the http and metrics ports, probes, resources and the hardened
+securityContext. Internal; see leaderd.container.
 */}}
 {{- define "leaderd.containerBody" -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
 name: leaderd
 image: {{ include "leaderd.image" . | quote }}
 imagePullPolicy: {{ $v.image.pullPolicy }}
-{{- $args := include "leaderd.args" . }}
+{{- $args := include "leaderd.args" . | trim }}
 {{- $seen := list }}
 {{- range fromYamlArray $args }}
 {{- $flag := regexFind "^--[a-z0-9-]+" (toString .) }}
@@ -248,16 +329,26 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: metadata.name
+  {{- if eq (include "leaderd.backend" .) "kubernetes" }}
   - name: POD_NAMESPACE
     valueFrom:
       fieldRef:
         fieldPath: metadata.namespace
+  {{- end }}
   {{- with $v.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- with $v.extraVolumeMounts }}
+{{- $etcdTLS := and (eq (include "leaderd.backend" .) "etcd") $v.etcd.tls.secretName }}
+{{- if or $etcdTLS $v.extraVolumeMounts }}
 volumeMounts:
+  {{- if $etcdTLS }}
+  - name: leaderd-etcd-tls
+    mountPath: {{ include "leaderd.etcdTLSDir" . }}
+    readOnly: true
+  {{- end }}
+  {{- with $v.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 ports:
   - name: {{ $v.http.portName }}
@@ -323,6 +414,34 @@ startup probe) before the app containers and is stopped after them. Public:
 {{- end -}}
 
 {{/*
+leaderd.volumes: the pod volumes the leaderd container mounts, as items of a pod's `volumes:`
+list: with backend etcd and etcd.tls.secretName, the Secret "leaderd-etcd-tls" (mode 0444: the
+container runs as UID 65532 without an fsGroup); otherwise nothing. Public:
+    {{- with include "leaderd.volumes" . }}
+      volumes:
+        {{- . | nindent 8 }}
+    {{- end }}
+*/}}
+{{- define "leaderd.volumes" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- if and (eq (include "leaderd.backend" .) "etcd") $v.etcd.tls.secretName -}}
+- name: leaderd-etcd-tls
+  secret:
+    secretName: {{ $v.etcd.tls.secretName }}
+    defaultMode: 0444
+{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.automountServiceAccountToken: "false" with backend etcd (leaderd never talks to the
+Kubernetes API, so the pods need no token), else "true". Public: for
+`automountServiceAccountToken:` in your pod template.
+*/}}
+{{- define "leaderd.automountServiceAccountToken" -}}
+{{- if eq (include "leaderd.backend" .) "etcd" -}}false{{- else -}}true{{- end -}}
+{{- end -}}
+
+{{/*
 leaderd.rbacRules: the Role's rules. Leases: get, update, watch on the one Lease (resourceNames;
 leaderd watches with fieldSelector=metadata.name=NAME, which resourceNames permits) and create
 (which RBAC cannot restrict by name). Events (events.k8s.io): create, patch, only when
@@ -339,7 +458,7 @@ the release namespace (see leaderd.podLabelRoleSeparate). Never delete.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["create"]
-{{- if $v.events.enabled }}
+{{- if include "leaderd.eventsEnabled" . }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
