@@ -61,6 +61,8 @@ pub struct EtcdElector<P: Publisher> {
     observed_wall: Option<SystemTime>,
     observer: Option<CallObserver>,
     params: Params,
+    /// The lease last granted and its TTL (what a keep-alive restores).
+    granted: Option<(i64, i64)>,
 }
 
 /// Connect lazily (nothing is sent before the first call): the endpoints, TLS and HTTP/2 pings
@@ -105,6 +107,7 @@ impl<P: Publisher> EtcdElector<P> {
             observed_wall: None,
             observer: None,
             params,
+            granted: None,
         }
     }
 
@@ -223,6 +226,9 @@ impl<P: Publisher> EtcdElector<P> {
                     Ok((r.id(), r.ttl()))
                 };
                 let result = self.call(verb, fut, inputs, shutdown, stopping).await?;
+                if let Ok(granted) = &result {
+                    self.granted = Some(*granted);
+                }
                 Outcome::Granted { sent, result }
             }
             Request::Put { key, value, lease } => {
@@ -283,19 +289,17 @@ impl<P: Publisher> EtcdElector<P> {
                 Outcome::Read(result)
             }
             Request::KeepAlive { lease } => {
-                // A fresh stream per keep-alive: every request on it was sent after `sent`, so
-                // whichever request its first answer belongs to, the lease was renewed after
-                // `sent` (rule E2). Opening the stream queues one request, which etcd-client
-                // does not always flush before the next one: send a second.
+                // A fresh stream per keep-alive: etcd-client's `lease_keep_alive` sends one
+                // request on it and waits for its answer (an error "lease not found" when the
+                // TTL is gone), so an Ok proves a renewal received after `sent` (rule E2). A
+                // keep-alive restores the TTL the lease was granted with.
+                let ttl = match self.granted {
+                    Some((id, ttl)) if id == lease => ttl,
+                    _ => 1, // not granted by this executor: claim at most a second on it
+                };
                 let fut = async move {
-                    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-                    keeper.keep_alive().await?;
-                    match stream.message().await? {
-                        Some(r) => Ok(r.ttl()),
-                        None => Err(etcd_client::Error::LeaseKeepAliveError(
-                            "the keep-alive stream ended".to_owned(),
-                        )),
-                    }
+                    client.lease_keep_alive(lease).await?;
+                    Ok(ttl)
                 };
                 let result = self.call(verb, fut, inputs, shutdown, stopping).await?;
                 Outcome::KeptAlive {

@@ -72,6 +72,10 @@ impl EtcdError {
                     _ => EtcdError::Unavailable { code, message },
                 }
             }
+            // etcd-client's own check of the first keep-alive answer (TTL <= 0).
+            etcd_client::Error::LeaseKeepAliveError(m) if m.contains("lease not found") => {
+                EtcdError::LeaseNotFound
+            }
             other => EtcdError::Unavailable {
                 code: "transport".to_owned(),
                 message: other.to_string(),

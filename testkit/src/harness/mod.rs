@@ -6,6 +6,9 @@
 //! - [`process`]: [`Candidate`], one leaderd process (or a peer elector that serves the same
 //!   `/leader` JSON), started from a [`CandidateSpec`], signalled, killed, reaped, its log kept;
 //! - [`cluster`]: [`Cluster`], a test server, kubeconfigs, candidates and a sampler together;
+//! - [`etcd`]: [`EtcdCluster`], real etcd members on 127.0.0.1 (for `--backend etcd`, whose
+//!   candidates start with [`Candidate::spawn_etcd`]), and [`HoldProxy`], a network cut in
+//!   front of one of them;
 //! - [`sampler`]: [`Sampler`], every candidate's `/leader` polled continuously;
 //! - [`tenures`]: [`SampledTenure`]s from the samples and the safety [`check`] over them;
 //! - [`sse`]: the one client of `GET /leader/stream` (Server-Sent Events);
@@ -16,6 +19,7 @@
 //! project's test server or at a real kube-apiserver.
 
 pub mod cluster;
+pub mod etcd;
 pub mod http;
 pub mod kubeconfig;
 pub mod process;
@@ -26,9 +30,10 @@ pub mod sse;
 pub mod tenures;
 
 pub use cluster::{Cluster, ClusterOptions};
+pub use etcd::{etcd_bin, etcdctl_bin, EtcdCluster, HoldProxy};
 pub use http::{get, get_leader, http_client};
 pub use kubeconfig::write_kubeconfig;
-pub use process::{Candidate, CandidateSpec, Exit, LogFile, LogHook};
+pub use process::{Candidate, CandidateSpec, EtcdCandidateSpec, Exit, LogFile, LogHook};
 pub use procfs::{proc_usage, raise_nofile, ProcUsage};
 pub use sampler::{Sample, Sampler};
 pub use tenures::{check, sampled_tenures, SampledTenure};

@@ -70,6 +70,59 @@ impl CandidateSpec {
     }
 }
 
+/// How to start one leaderd candidate with the etcd backend (`--backend etcd`): no kubeconfig,
+/// no namespace (the backend refuses `--namespace`).
+#[derive(Clone, Debug)]
+pub struct EtcdCandidateSpec {
+    /// The leaderd binary.
+    pub bin: PathBuf,
+    /// `--etcd-endpoints`: comma-separated `http://host:port` URLs.
+    pub endpoints: String,
+    /// `--etcd-prefix`, when set (else leaderd's default).
+    pub prefix: Option<String>,
+    /// `--lease-name`: the election's name.
+    pub name: String,
+    /// The candidate's identity (the value of its election key).
+    pub identity: String,
+    /// `--lease-duration` (the etcd lease TTL, whole seconds), `--renew-deadline`,
+    /// `--retry-period` (the keep-alive interval).
+    pub timing: (Duration, Duration, Duration),
+    /// More flags.
+    pub extra_args: Vec<String>,
+    /// Environment, as in [`CandidateSpec::env`] (`KUBECONFIG`, `POD_NAME` and
+    /// `POD_NAMESPACE` removed and `RUST_LOG` set before these apply).
+    pub env: Vec<(String, Option<String>)>,
+    /// Also write the log to a file.
+    pub log_file: Option<LogFile>,
+    /// Called with every log line and its arrival.
+    pub on_log: Option<LogHook>,
+}
+
+impl EtcdCandidateSpec {
+    /// A candidate with leaderd's default prefix and no more flags, environment, log file or
+    /// hook.
+    pub fn new(
+        bin: impl Into<PathBuf>,
+        endpoints: &str,
+        name: &str,
+        identity: &str,
+        timing: (Duration, Duration, Duration),
+    ) -> EtcdCandidateSpec {
+        EtcdCandidateSpec {
+            bin: bin.into(),
+            endpoints: endpoints.into(),
+            prefix: None,
+            name: name.into(),
+            identity: identity.into(),
+            timing,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            log_file: None,
+            on_log: None,
+        }
+    }
+}
+
 /// Where a process's log is written: a header line, then every line prefixed with the seconds
 /// since `t0` at which it arrived.
 #[derive(Clone, Debug)]
@@ -163,6 +216,55 @@ impl Candidate {
             ])
             .args(&spec.extra_args)
             .env("KUBECONFIG", &spec.kubeconfig)
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .env(
+                "RUST_LOG",
+                std::env::var("LEADERD_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        for (k, v) in &spec.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        Self::start(
+            &spec.identity,
+            cmd,
+            true,
+            spec.log_file.clone(),
+            spec.on_log.clone(),
+        )
+        .await
+    }
+
+    /// Start a candidate with the etcd backend and wait until its API and metrics listen (at
+    /// most 20 s): `leaderd --backend etcd --etcd-endpoints URLS [--etcd-prefix P]
+    /// --lease-name NAME --identity ID` and the timing, on 127.0.0.1 ports of its choosing.
+    pub async fn spawn_etcd(spec: &EtcdCandidateSpec) -> io::Result<Candidate> {
+        let (d, r, p) = spec.timing;
+        let mut cmd = Command::new(&spec.bin);
+        cmd.args(["--backend", "etcd", "--etcd-endpoints", &spec.endpoints]);
+        if let Some(prefix) = &spec.prefix {
+            cmd.args(["--etcd-prefix", prefix]);
+        }
+        // The lease TTL is whole seconds: say so when it is.
+        let duration = if d.subsec_nanos() == 0 {
+            format!("{}s", d.as_secs())
+        } else {
+            human(d)
+        };
+        cmd.args(["--lease-name", &spec.name, "--identity", &spec.identity])
+            .args(["--lease-duration", &duration, "--renew-deadline", &human(r)])
+            .args(["--retry-period", &human(p)])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(&spec.extra_args)
+            .env_remove("KUBECONFIG")
             .env_remove("POD_NAME")
             .env_remove("POD_NAMESPACE")
             .env(
@@ -451,6 +553,54 @@ mod tests {
         c.kill9();
         let status = c.wait_exit(Duration::from_secs(5)).await.expect("exits");
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn spawn_etcd_passes_the_etcd_flags_and_no_kubeconfig_or_pod() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bin = dir.path().join("fake-leaderd-etcd");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho 'http api listening addr=127.0.0.1:9' >&2\n\
+             echo 'metrics listening addr=127.0.0.1:10' >&2\n\
+             echo \"args=$*\" >&2\n\
+             echo \"env=${KUBECONFIG:-none},${POD_NAME:-none},${POD_NAMESPACE:-none}\" >&2\n\
+             exec sleep 30\n",
+        )
+        .expect("write script");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut spec = EtcdCandidateSpec::new(
+            &bin,
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "payouts",
+            "e1",
+            (
+                Duration::from_secs(3),
+                Duration::from_secs(2),
+                Duration::from_millis(250),
+            ),
+        );
+        spec.prefix = Some("/p/".into());
+        spec.extra_args = vec!["--x".into()];
+        // Whatever the test process has, KUBECONFIG and POD_* do not reach the child.
+        spec.env = vec![("GREETING".into(), Some("hi".into()))];
+        let c = Candidate::spawn_etcd(&spec).await.expect("starts");
+        let want = "args=--backend etcd --etcd-endpoints http://127.0.0.1:1,http://127.0.0.1:2 \
+                    --etcd-prefix /p/ --lease-name payouts --identity e1 --lease-duration 3s \
+                    --renew-deadline 2000ms --retry-period 250ms --http-addr 127.0.0.1:0 \
+                    --metrics-addr 127.0.0.1:0 --x";
+        let mut logs = Vec::new();
+        for _ in 0..100 {
+            logs = c.logs();
+            if logs.iter().any(|l| l.starts_with("env=")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(logs.iter().any(|l| l == want), "{logs:?}");
+        assert!(logs.iter().any(|l| l == "env=none,none,none"), "{logs:?}");
+        assert_eq!(c.name, "e1");
+        assert_eq!(c.metrics_addr, "127.0.0.1:10".parse().unwrap());
     }
 
     #[tokio::test]
