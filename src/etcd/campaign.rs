@@ -167,8 +167,12 @@ pub enum Outcome {
         /// Ok also when the lease was already gone.
         result: Result<(), EtcdError>,
     },
-    /// The watch saw a change under the prefix: the line must be read again.
-    Changed,
+    /// The watch saw a change under the prefix at `revision`: the line must be read again,
+    /// and a read answered at an older revision (sent before the change) does not count.
+    Changed {
+        /// The store revision of the change (the watch response's header).
+        revision: i64,
+    },
     /// The watch is up (events may have been missed before: read again).
     WatchUp,
     /// The watch is down: poll every retry period.
@@ -216,6 +220,8 @@ pub struct Campaign {
     snapshot: Option<Snapshot>,
     /// A read is owed (start, a watch event, our put, the watch coming back).
     stale: bool,
+    /// The highest revision a watch event reported: a read answered below it is stale too.
+    changed_at: i64,
     leading: Option<Tenure>,
     /// Leases of keys seen ahead of ours (rule E3).
     ahead: BTreeSet<i64>,
@@ -229,6 +235,8 @@ pub struct Campaign {
     /// A release asked by the app, waiting for its revoke: the tenure's epoch.
     release_reply: Option<i64>,
     stopping: bool,
+    /// Stopping without a revoke (`--release-on-shutdown=false`).
+    stop_without_release: bool,
     announced: (Option<String>, Option<i64>),
     rng: fastrand::Rng,
 }
@@ -244,6 +252,7 @@ impl Campaign {
             key: None,
             snapshot: None,
             stale: true,
+            changed_at: 0,
             leading: None,
             ahead: BTreeSet::new(),
             gone: BTreeSet::new(),
@@ -254,6 +263,7 @@ impl Campaign {
             app_healthy: None,
             release_reply: None,
             stopping: false,
+            stop_without_release: false,
             announced: (None, None),
             rng: fastrand::Rng::with_seed(seed),
         }
@@ -324,15 +334,15 @@ impl Campaign {
     /// The step function. Pure.
     pub fn decide(&self, now: Instant) -> Step {
         let p = &self.params;
+        if self.stopping && self.abandoned.is_none() {
+            return Step::Stopped;
+        }
         if let Some(t) = self.not_before.filter(|t| now < *t) {
             return Step::Wait(t);
         }
         // E4, E5: a lease we gave up goes first (a release waits on it).
         if let Some(a) = &self.abandoned {
             return Step::Send(Request::Revoke { lease: a.id });
-        }
-        if self.stopping {
-            return Step::Stopped;
         }
         let poll = |mut until: Instant| -> Step {
             if let Some(t) = self.leading {
@@ -414,8 +424,11 @@ impl Campaign {
                         ttl: Duration::from_secs(ttl as u64),
                     });
                     self.key = None;
-                    // A candidate that may not campaign any more gives the lease up at once.
-                    if !self.wants_to_campaign(now) {
+                    // A candidate that may not campaign any more gives the lease up at once (at
+                    // a shutdown without release it just forgets it: it carries no key).
+                    if self.stopping && self.stop_without_release {
+                        self.lease = None;
+                    } else if !self.wants_to_campaign(now) {
                         self.abandon(now);
                     }
                 }
@@ -436,7 +449,8 @@ impl Campaign {
             },
             Outcome::Read(result) => match result {
                 Ok(snapshot) => {
-                    self.stale = false;
+                    // A change reported after this read was answered makes it stale already.
+                    self.stale = snapshot.revision < self.changed_at;
                     let d = self.jitter(self.params.retry_period);
                     self.poll_at = Some(now + d);
                     self.read(snapshot, now, &mut out);
@@ -470,14 +484,19 @@ impl Campaign {
                 }
             }
             Outcome::LeaseChecked { lease, result } => match result {
-                Ok(ttl) if ttl <= 0 => {
+                // etcd answers -1 for a lease that does not exist. TTL 0 is not gone: etcd
+                // rounds the time left down, so up to a second may remain.
+                Ok(ttl) if ttl < 0 => {
                     self.gone.insert(lease);
                     self.maybe_lead(now, &mut out);
                 }
-                Ok(ttl) => {
-                    // Still alive: ask again when it could have run out (at most a retry period).
-                    let wait = Duration::from_secs(ttl as u64).min(self.params.retry_period);
-                    self.not_before = Some(now + wait);
+                Err(EtcdError::LeaseNotFound) => {
+                    self.gone.insert(lease);
+                    self.maybe_lead(now, &mut out);
+                }
+                Ok(_) => {
+                    // Still alive: ask again a retry period on.
+                    self.not_before = Some(now + self.params.retry_period);
                 }
                 Err(_) => self.back_off(now),
             },
@@ -502,7 +521,10 @@ impl Campaign {
                     }
                 }
             }
-            Outcome::Changed => self.stale = true,
+            Outcome::Changed { revision } => {
+                self.stale = true;
+                self.changed_at = self.changed_at.max(revision);
+            }
             Outcome::WatchUp => {
                 self.watch_up = true;
                 self.stale = true;
@@ -533,12 +555,17 @@ impl Campaign {
             }
             Outcome::Stop { release } => {
                 self.stopping = true;
-                if self.leading.is_some() {
-                    self.lose(LossReason::Shutdown, now, &mut out);
-                }
+                self.stop_without_release = !release;
                 if release {
-                    self.abandon(now);
+                    self.lose(LossReason::Shutdown, now, &mut out);
                 } else {
+                    // Step down and leave the lease to expire: the next in line leads then.
+                    if let Some(t) = self.leading.take() {
+                        out.push(Transition::Lost {
+                            reason: LossReason::Shutdown,
+                            epoch: Some(t.epoch),
+                        });
+                    }
                     self.lease = None;
                     self.key = None;
                 }
@@ -554,6 +581,14 @@ impl Campaign {
                 Some(i) => {
                     for c in &snapshot.candidates[..i] {
                         self.ahead.insert(c.lease);
+                    }
+                    // A lease seen ahead whose key is now *behind* ours: its owner put that key
+                    // again (a put is sent only by a candidate without a key, so without a
+                    // tenure), and it cannot lead before us. Nothing to wait out.
+                    for c in &snapshot.candidates[i + 1..] {
+                        if self.ahead.contains(&c.lease) {
+                            self.gone.insert(c.lease);
+                        }
                     }
                 }
                 // Our key is gone (deleted by hand, or its lease expired): E4.
@@ -577,6 +612,7 @@ impl Campaign {
     /// of ours is gone.
     fn maybe_lead(&mut self, now: Instant, out: &mut Vec<Transition>) {
         if self.leading.is_some()
+            || self.stale // a change since our last read: read it first
             || !self.wants_to_campaign(now)
             || !self.is_first()
             || self.unchecked_ahead().is_some()

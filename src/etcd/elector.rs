@@ -491,7 +491,10 @@ async fn watch_loop(
                         break;
                     }
                     Ok(Some(r)) => {
-                        if !r.events().is_empty() && tx.send(Outcome::Changed).await.is_err() {
+                        let revision = r.header().map_or(0, |h| h.revision());
+                        if !r.events().is_empty()
+                            && tx.send(Outcome::Changed { revision }).await.is_err()
+                        {
                             return;
                         }
                     }
