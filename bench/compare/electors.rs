@@ -1,13 +1,14 @@
 //! The electors under comparison and how each one's candidates are started: leaderd, the
 //! Python `kubernetes` LeaseLock peer, and the runners around kube-leader-election and
-//! kube-lease-manager (built here from `bench/peers/`).
+//! kube-lease-manager (built here from `bench/peers/`); and leaderd with `--backend etcd` against
+//! a real etcd (one member, or three), started by the bench.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant as StdInstant};
 
 use anyhow::{anyhow, bail, Context as _};
-use leaderd_testkit::harness::{self, Candidate, ClusterOptions};
+use leaderd_testkit::harness::{self, Candidate, ClusterOptions, EtcdCandidateSpec};
 use tokio::process::Command;
 
 use crate::{manifest_dir, Config, LEASE, NS};
@@ -18,13 +19,29 @@ pub enum Elector {
     Python,
     Kle,
     Klm,
+    /// leaderd `--backend etcd`, one etcd member.
+    Etcd,
+    /// leaderd `--backend etcd`, three etcd members (every candidate given all three).
+    Etcd3,
 }
 
+/// The default electors: everything on the Lease API (the etcd columns are asked for with
+/// `--with-etcd` or `--electors etcd,etcd3`).
 pub const ALL: [Elector; 4] = [
     Elector::Leaderd,
     Elector::Python,
     Elector::Kle,
     Elector::Klm,
+];
+
+/// Every elector `--electors` knows.
+pub const KNOWN: [Elector; 6] = [
+    Elector::Leaderd,
+    Elector::Python,
+    Elector::Kle,
+    Elector::Klm,
+    Elector::Etcd,
+    Elector::Etcd3,
 ];
 
 impl Elector {
@@ -34,13 +51,33 @@ impl Elector {
             Elector::Python => "python",
             Elector::Kle => "kube-leader-election",
             Elector::Klm => "kube-lease-manager",
+            Elector::Etcd => "etcd",
+            Elector::Etcd3 => "etcd3",
+        }
+    }
+
+    /// The table's column header.
+    pub fn column(self) -> &'static str {
+        match self {
+            Elector::Etcd => "leaderd, etcd x1",
+            Elector::Etcd3 => "leaderd, etcd x3",
+            e => e.name(),
+        }
+    }
+
+    /// etcd members for the etcd backend's columns (0: not an etcd column).
+    pub fn etcd_members(self) -> usize {
+        match self {
+            Elector::Etcd => 1,
+            Elector::Etcd3 => 3,
+            _ => 0,
         }
     }
 
     pub fn parse(s: &str) -> anyhow::Result<Elector> {
-        ALL.into_iter()
+        KNOWN.into_iter()
             .find(|e| e.name() == s.trim())
-            .ok_or_else(|| anyhow!("unknown elector {s:?} (leaderd, python, kube-leader-election, kube-lease-manager)"))
+            .ok_or_else(|| anyhow!("unknown elector {s:?} (leaderd, python, kube-leader-election, kube-lease-manager, etcd, etcd3)"))
     }
 
     /// The runner's Cargo project under bench/peers and its binary.
@@ -136,6 +173,8 @@ pub struct Launcher {
     pub elector: Elector,
     pub bin: PathBuf,
     pub timing: (Duration, Duration, Duration),
+    /// `--etcd-endpoints` of the etcd columns (every member's client URL).
+    pub etcd_endpoints: Option<String>,
 }
 
 pub fn ms(d: Duration) -> String {
@@ -155,6 +194,12 @@ impl Launcher {
     pub async fn spawn(&self, cluster: &harness::Cluster, name: &str) -> io::Result<Candidate> {
         if self.elector == Elector::Leaderd {
             return Candidate::spawn(&cluster.spec(name, &[])?).await;
+        }
+        if let Some(endpoints) = &self.etcd_endpoints {
+            // `leaderd --backend etcd --etcd-endpoints URLS --lease-name bench --identity NAME`
+            // with the timing, no namespace, no kubeconfig (the testkit's etcd candidate).
+            let spec = EtcdCandidateSpec::new(&self.bin, endpoints, LEASE, name, self.timing);
+            return Candidate::spawn_etcd(&spec).await;
         }
         let kubeconfig = cluster.kubeconfig(name)?;
         let (d, r, p) = self.timing;
@@ -190,6 +235,8 @@ impl Launcher {
         match self.elector {
             // Rule 14: 3R/5 after the last successful renew was sent.
             Elector::Leaderd => r * 3 / 5,
+            // Rule E6: every candidate keeps its etcd lease alive every P.
+            Elector::Etcd | Elector::Etcd3 => p,
             Elector::Kle => p,
             Elector::Python => p.max(Duration::from_secs(1)),
             Elector::Klm => d - Duration::from_secs((d.as_secs() / 3).max(1)),
@@ -212,6 +259,13 @@ impl Launcher {
                 d.as_secs(),
                 r.as_secs_f64(),
                 p.max(Duration::from_secs(1)).as_secs_f64()
+            ),
+            Elector::Etcd | Elector::Etcd3 => format!(
+                "--backend etcd --lease-duration {} --renew-deadline {} --retry-period {}, {} member(s)",
+                s(d),
+                s(r),
+                s(p),
+                self.elector.etcd_members()
             ),
             Elector::Kle => format!("lease_ttl {}, try_acquire_or_renew every {}", s(d), s(p)),
             Elector::Klm => format!(

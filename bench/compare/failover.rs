@@ -4,11 +4,13 @@
 use std::time::{Duration, Instant as StdInstant};
 
 use anyhow::bail;
+use leaderd_testkit::harness::EtcdCluster;
 use leaderd_testkit::testserver::{RequestRecord, TestServer};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
+use crate::etcd::proposals;
 
 pub fn is_lease_write(r: &RequestRecord) -> bool {
     r.resource == "leases" && matches!(r.verb.as_str(), "create" | "update" | "patch")
@@ -34,11 +36,15 @@ pub struct Failover {
     pub ms: f64,
     pub writes: (usize, usize, usize),
     pub exit: Option<String>,
+    /// The etcd columns: raft proposals etcd committed from the kill to just after the takeover
+    /// (a lease expiry or revoke is one; keep-alives are none).
+    pub proposals: Option<f64>,
 }
 
 pub fn failover_json(f: &Failover) -> Value {
     json!({"from": f.from, "to": f.to, "ms": f.ms, "lease_writes": f.writes.0,
-           "lease_writes_ok": f.writes.1, "lease_writes_409": f.writes.2, "exit": f.exit})
+           "lease_writes_ok": f.writes.1, "lease_writes_409": f.writes.2, "exit": f.exit,
+           "etcd_raft_proposals": f.proposals})
 }
 
 /// Kill -9 (or SIGTERM) the leader, wait for the next one, measure, and replace the candidate.
@@ -47,6 +53,7 @@ pub async fn failover(
     graceful: bool,
     settle_within: Duration,
     replace: bool,
+    etcd: Option<&EtcdCluster>,
 ) -> anyhow::Result<Failover> {
     let (d, _, p) = c.launcher.timing;
     let leader = c.settle(settle_within).await?;
@@ -57,6 +64,10 @@ pub async fn failover(
     tokio::time::sleep(cycle.mul_f64(fastrand::f64())).await;
     let leader = c.settle(settle_within).await.unwrap_or(leader);
     let old = c.take(&leader);
+    let proposals0 = match etcd {
+        Some(e) => proposals(e).await,
+        None => None,
+    };
     if !graceful {
         c.sampler.remove(&leader);
     }
@@ -105,6 +116,10 @@ pub async fn failover(
         tokio::time::sleep(end - now).await;
     }
     let w = writes(&c.server, t0_std, end);
+    let props = match (etcd, proposals0) {
+        (Some(e), Some(a)) => proposals(e).await.map(|b| b - a),
+        _ => None,
+    };
     if replace {
         c.spawn().await?;
     }
@@ -114,5 +129,6 @@ pub async fn failover(
         ms: took.as_secs_f64() * 1000.0,
         writes: w,
         exit,
+        proposals: props,
     })
 }

@@ -37,11 +37,18 @@
 //! candidates), `steady` (API requests and footprint), `failover` (kill -9 and SIGTERM),
 //! `wrk` (`/leader` throughput), `scale` (many candidates on one lease), `report` (table, JSON).
 //!
+//! With `--with-etcd` (or `--electors etcd,etcd3`) it also runs leaderd with `--backend etcd`
+//! against a real etcd that it starts on 127.0.0.1 (`etcd` from PATH, free ports, a temporary
+//! data directory; one member, or three for `etcd3`), with the same timing and measurements;
+//! its requests are counted by leaderd itself (`leaderd_lease_requests_total`) and at etcd
+//! (`etcd.rs`).
+//!
 //! It prints a table and writes JSON to `<target>/bench/compare.json` (`--json` to choose).
 //! Without `--bench` (as `cargo test --benches` runs it) it is the smoke run.
 
 mod cluster;
 mod electors;
+mod etcd;
 mod failover;
 mod report;
 mod scale;
@@ -54,7 +61,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
-use leaderd_testkit::harness::runtime;
+use leaderd_testkit::harness::{runtime, EtcdCluster};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -94,6 +101,11 @@ struct Args {
     /// Comma-separated: leaderd, python, kube-leader-election, kube-lease-manager [all].
     #[arg(long, value_delimiter = ',')]
     electors: Option<Vec<String>>,
+    /// Also the etcd columns: leaderd `--backend etcd` on a real etcd started here (`etcd`
+    /// from PATH), one member (`etcd`) and three (`etcd3`); appended to --electors or to the
+    /// default four. `--electors etcd,etcd3` runs only these.
+    #[arg(long)]
+    with_etcd: bool,
     /// Steady-state window for API request rates and the idle footprint [bench: 60s, smoke: 2s].
     #[arg(long, value_parser = humantime::parse_duration)]
     steady: Option<Duration>,
@@ -119,6 +131,10 @@ struct Args {
     /// Target directory for the peer runners [<target>/peers].
     #[arg(long)]
     peers_target_dir: Option<PathBuf>,
+    /// Run this leaderd binary instead of the one cargo built (e.g. a copy, safe from rebuilds
+    /// of a shared target dir during a long run).
+    #[arg(long)]
+    leaderd: Option<PathBuf>,
     /// Where to write the JSON results [<target>/bench/compare.json].
     #[arg(long)]
     json: Option<PathBuf>,
@@ -150,6 +166,7 @@ struct Config {
     peers_release: bool,
     peers_target: PathBuf,
     json: PathBuf,
+    leaderd: Option<PathBuf>,
 }
 
 impl Config {
@@ -168,7 +185,7 @@ impl Config {
             bail!("--retry-period must be above 0 and below the renew deadline 2D/3");
         }
         let trials = a.trials.unwrap_or(if smoke { 1 } else { 5 }).max(1);
-        let electors = match a.electors {
+        let mut electors: Vec<Elector> = match a.electors {
             None => ALL.to_vec(),
             Some(list) => list
                 .iter()
@@ -176,6 +193,13 @@ impl Config {
                 .map(|s| Elector::parse(s))
                 .collect::<anyhow::Result<_>>()?,
         };
+        if a.with_etcd {
+            for e in [Elector::Etcd, Elector::Etcd3] {
+                if !electors.contains(&e) {
+                    electors.push(e);
+                }
+            }
+        }
         let target = target_dir();
         let peers_release = match a.peers_profile.as_deref() {
             None => !smoke,
@@ -200,6 +224,7 @@ impl Config {
             json: a
                 .json
                 .unwrap_or_else(|| target.join("bench").join("compare.json")),
+            leaderd: a.leaderd,
         })
     }
 
@@ -237,7 +262,12 @@ struct ElectorResult {
     violations: Vec<String>,
 }
 
-async fn bench_elector(cfg: &Config, launcher: Launcher, r: &mut ElectorResult) {
+async fn bench_elector(
+    cfg: &Config,
+    launcher: Launcher,
+    r: &mut ElectorResult,
+    etcd: Option<&EtcdCluster>,
+) {
     r.settings = launcher.settings();
     let (d, _, _) = launcher.timing;
     let within = d * 3 + Duration::from_secs(15);
@@ -258,7 +288,7 @@ async fn bench_elector(cfg: &Config, launcher: Launcher, r: &mut ElectorResult) 
             elector.name(),
             cfg.steady
         );
-        let s = steady(&c, cfg.steady, within).await?;
+        let s = steady(&c, cfg.steady, within, etcd).await?;
         if elector == Elector::Leaderd && !cfg.wrk.is_zero() {
             let leader = c.settle(within).await?;
             let addr = c.cands.iter().find(|x| x.name == leader).map(|x| x.addr);
@@ -272,13 +302,13 @@ async fn bench_elector(cfg: &Config, launcher: Launcher, r: &mut ElectorResult) 
         r.steady = Some(s);
         for i in 0..cfg.trials {
             eprintln!("compare: {}: kill -9 trial {}", elector.name(), i + 1);
-            let f = failover(&mut c, false, within, true).await?;
+            let f = failover(&mut c, false, within, true, etcd).await?;
             eprintln!("compare:   {} -> {} in {:.0} ms", f.from, f.to, f.ms);
             r.crash.push(f);
         }
         for i in 0..cfg.trials {
             eprintln!("compare: {}: SIGTERM trial {}", elector.name(), i + 1);
-            let f = failover(&mut c, true, within, true).await?;
+            let f = failover(&mut c, true, within, true, etcd).await?;
             eprintln!("compare:   {} -> {} in {:.0} ms", f.from, f.to, f.ms);
             r.graceful.push(f);
         }
@@ -293,6 +323,9 @@ async fn bench_elector(cfg: &Config, launcher: Launcher, r: &mut ElectorResult) 
             for l in logs.iter().skip(logs.len().saturating_sub(20)) {
                 eprintln!("{l}");
             }
+        }
+        if let Some(x) = etcd {
+            eprintln!("{}", x.log_tails(20));
         }
         r.error = Some(format!("{e:#}"));
     }
@@ -314,18 +347,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
         humantime::format_duration(cfg.steady),
         cfg.scale
     );
-    let leaderd_bin = PathBuf::from(env!("CARGO_BIN_EXE_leaderd"));
+    let leaderd_bin = cfg
+        .leaderd
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_leaderd")));
+    if cfg.leaderd.is_some() {
+        println!("compare: leaderd binary {}", leaderd_bin.display());
+    }
+    let leaderd_profile = if cfg.leaderd.is_some() {
+        "given by --leaderd"
+    } else if leaderd_bin.parent().is_some_and(|d| d.ends_with("release")) {
+        "release, stripped"
+    } else {
+        "debug build"
+    };
     let mut results: Vec<(Elector, ElectorResult)> = Vec::new();
     for &e in &cfg.electors {
         let mut r = ElectorResult::default();
+        let mut etcd: Option<EtcdCluster> = None;
         let bin = match e {
+            Elector::Etcd | Elector::Etcd3 => {
+                let n = e.etcd_members();
+                eprintln!("compare: starting etcd ({n} member(s))");
+                match EtcdCluster::start(n).await {
+                    Ok(x) => {
+                        eprintln!("compare: etcd at {}", x.endpoints());
+                        etcd = Some(x);
+                        r.binary = file_size(&leaderd_bin)
+                            .map(|b| (format!("leaderd {leaderd_profile}"), b));
+                        Ok(leaderd_bin.clone())
+                    }
+                    Err(err) => Err(format!("starting etcd: {err}")),
+                }
+            }
             Elector::Leaderd => {
-                let profile = if leaderd_bin.parent().is_some_and(|d| d.ends_with("release")) {
-                    "release, stripped"
-                } else {
-                    "debug build"
-                };
-                r.binary = file_size(&leaderd_bin).map(|b| (profile.to_string(), b));
+                r.binary = file_size(&leaderd_bin).map(|b| (leaderd_profile.to_string(), b));
                 Ok(leaderd_bin.clone())
             }
             Elector::Python => python_ok().map(|()| {
@@ -360,12 +416,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     elector: e,
                     bin,
                     timing: cfg.timing(),
+                    etcd_endpoints: etcd.as_ref().map(EtcdCluster::endpoints),
                 };
-                bench_elector(&cfg, launcher, &mut r).await;
+                bench_elector(&cfg, launcher, &mut r, etcd.as_ref()).await;
             }
             Err(m) => {
                 eprintln!("compare: {}: not run: {m}", e.name());
                 r.error = Some(m);
+            }
+        }
+        if let Some(mut x) = etcd {
+            // SIGTERM each member by its pid (SIGKILL after 10 s); the data dir goes with `x`.
+            for i in 0..x.len() {
+                x.stop(i).await;
             }
         }
         results.push((e, r));
@@ -378,6 +441,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     elector: Elector::Leaderd,
                     bin: leaderd_bin.clone(),
                     timing: cfg.timing(),
+                    etcd_endpoints: None,
                 },
             )
             .await,
@@ -406,11 +470,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let doc = json!({
         "date": humantime::format_rfc3339_seconds(started_wall).to_string(),
         "command": std::env::args().collect::<Vec<_>>(),
+        "leaderd": leaderd_bin.display().to_string(),
         "smoke": cfg.smoke,
         "machine": machine(),
         "load_before": load_before,
         "load_after": load_after,
         "python": python_version(),
+        "etcd": cfg.electors.iter().any(|e| e.etcd_members() > 0).then(etcd::etcd_version),
         "lease_duration_s": d.as_secs(),
         "renew_deadline_ms": r.as_millis() as u64,
         "retry_period_ms": p.as_millis() as u64,

@@ -122,7 +122,7 @@ pub fn build_table(
 ) -> Table {
     let d_ms = cfg.d.as_secs_f64() * 1000.0;
     let mut header = vec!["figure".to_string(), "goal (leaderd)".to_string()];
-    header.extend(results.iter().map(|(e, _)| e.name().to_string()));
+    header.extend(results.iter().map(|(e, _)| e.column().to_string()));
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut row = |name: &str, goal: &str, f: &dyn Fn(Elector, &ElectorResult) -> String| {
         let mut r = vec![name.to_string(), goal.to_string()];
@@ -165,6 +165,7 @@ pub fn build_table(
                 Elector::Kle => format!("{s} (step_down: 1 s lease)"),
                 Elector::Klm => format!("{s} (release; followers sleep to expiry)"),
                 Elector::Leaderd => s,
+                Elector::Etcd | Elector::Etcd3 => format!("{s} (revoke; next in line watches)"),
             }
         },
     );
@@ -180,9 +181,27 @@ pub fn build_table(
     row(
         "   lease writes per crash transition, median",
         "",
-        &|_, x| {
+        &|e, x| {
+            if e.etcd_members() > 0 {
+                return "n/a (etcd: next row)".into();
+            }
             let v: Vec<f64> = x.crash.iter().map(|f| f.writes.0 as f64).collect();
             f0(median(&v))
+        },
+    );
+    row(
+        "   etcd raft proposals per transition, crash / SIGTERM, median",
+        "",
+        &|e, x| {
+            if e.etcd_members() == 0 {
+                return "n/a".into();
+            }
+            let m = |v: &[Failover]| {
+                f0(median(
+                    &v.iter().filter_map(|f| f.proposals).collect::<Vec<_>>(),
+                ))
+            };
+            format!("{} / {}", m(&x.crash), m(&x.graceful))
         },
     );
     let rate = |x: &ElectorResult, leader: bool, writes: bool| -> Vec<f64> {
@@ -214,12 +233,80 @@ pub fn build_table(
         },
     );
     row(
+        "3. etcd: requests/s by verb, leader; follower (max)",
+        "",
+        &|e, x| {
+            let Some(s) = x.steady.as_ref() else {
+                return "-".into();
+            };
+            let Some(es) = s.etcd.as_ref() else {
+                return if e.etcd_members() > 0 {
+                    "-".into()
+                } else {
+                    "n/a".into()
+                };
+            };
+            let fmt = |v: &std::collections::BTreeMap<String, f64>| {
+                if v.is_empty() {
+                    return "none".to_string();
+                }
+                v.iter()
+                    .map(|(k, n)| format!("{k} {}", f3(Some(n / s.secs))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let leader = es.verbs.iter().find(|(n, _)| *n == s.leader);
+            let follower = es
+                .verbs
+                .iter()
+                .filter(|(n, _)| *n != s.leader)
+                .max_by(|a, b| {
+                    a.1.values()
+                        .sum::<f64>()
+                        .total_cmp(&b.1.values().sum::<f64>())
+                });
+            format!(
+                "{}; {}",
+                leader.map_or("-".into(), |l| fmt(&l.1)),
+                follower.map_or("-".into(), |f| fmt(&f.1))
+            )
+        },
+    );
+    row(
+        "3. etcd side/s: gRPC msgs / lease renewals / raft proposals",
+        "",
+        &|e, x| match x
+            .steady
+            .as_ref()
+            .and_then(|s| s.etcd.as_ref().map(|es| (s.secs, es)))
+        {
+            Some((secs, es)) => {
+                let grpc: f64 = es
+                    .server
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("grpc "))
+                    .map(|(_, v)| v)
+                    .sum();
+                let g = |k: &str| es.server.get(k).copied().unwrap_or(0.0) / secs;
+                format!(
+                    "{} / {} / {}",
+                    f3(Some(grpc / secs)),
+                    f3(Some(g("lease renewed"))),
+                    f3(Some(g("raft proposals committed")))
+                )
+            }
+            None if e.etcd_members() > 0 => "-".into(),
+            None => "n/a".into(),
+        },
+    );
+    row(
         "4. /leader wrk requests/s",
         ">= 50000",
         &|e, x| match (&x.wrk, e) {
             (Some(Ok(w)), _) => format!("{:.0}", w.rps),
             (Some(Err(m)), _) => m.clone(),
             (None, Elector::Leaderd) => "not run".into(),
+            (None, Elector::Etcd | Elector::Etcd3) => "not run (same /leader code)".into(),
             (None, _) => "n/a (no /leader of its own)".into(),
         },
     );
@@ -258,6 +345,20 @@ pub fn build_table(
             format!("{} / {}", f3(l), f3(f))
         },
     );
+    row("5. etcd RSS (MiB), each member", "", &|e, x| match x
+        .steady
+        .as_ref()
+        .and_then(|s| s.etcd.as_ref())
+    {
+        Some(es) => es
+            .member_rss
+            .iter()
+            .map(|b| f2(Some(mib(*b))))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        None if e.etcd_members() > 0 => "-".into(),
+        None => "n/a".into(),
+    });
     row("5. binary size (MiB)", "", &|_, x| match &x.binary {
         Some((what, b)) => format!("{:.2} ({what})", mib(*b)),
         None => "-".into(),
@@ -271,6 +372,7 @@ pub fn build_table(
                     _ => f(s),
                 },
                 (Elector::Leaderd, None) => "not run".into(),
+                (Elector::Etcd | Elector::Etcd3, _) => "not run (Lease only)".into(),
                 _ => "not run (leaderd only)".into(),
             })
             .collect()
@@ -342,6 +444,7 @@ pub fn result_json(e: Elector, x: &ElectorResult) -> Value {
             "candidates": s.per.iter().map(|p| json!({"name": p.0, "leader": p.0 == s.leader,
                 "requests": p.1, "lease_writes": p.2, "requests_per_s": p.1 as f64 / s.secs,
                 "cpu_s": p.3, "cpu_ms_per_s": p.3 / s.secs * 1000.0, "rss_bytes": p.4})).collect::<Vec<_>>(),
+            "etcd": s.etcd.as_ref().map(|e| e.json(s.secs)),
         })),
         "wrk": x.wrk.as_ref().map(|w| match w {
             Ok(w) => json!({"requests_per_s": w.rps, "p50_ms": w.p50_ms, "p99_ms": w.p99_ms,

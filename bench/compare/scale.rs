@@ -63,7 +63,7 @@ pub async fn bench_scale(cfg: &Config, launcher: Launcher) -> Scale {
         out.steady_rps = count as f64 / out.steady_secs;
         for i in 0..cfg.scale_trials {
             eprintln!("compare: scale: kill -9 trial {}", i + 1);
-            let f = failover(&mut c, false, within, false).await?;
+            let f = failover(&mut c, false, within, false, None).await?;
             eprintln!(
                 "compare:   {} -> {} in {:.0} ms, {} lease writes",
                 f.from, f.to, f.ms, f.writes.0
