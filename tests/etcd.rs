@@ -802,3 +802,140 @@ fn flags_the_etcd_backend_does_not_take_exit_64_naming_the_flag() {
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(err.contains("--etcd-endpoints"), "{err:?}");
 }
+
+/// One HTTP/1.1 request to a candidate's listener: the status and the body (the JSON line of
+/// a chunked one).
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read");
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map_or("", |b| b.1);
+    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
+    (code, body.to_owned())
+}
+
+/// The app's side is the same as with a Lease: leadership follows `--app-check`, `POST
+/// /leader/release` steps down and the next in line leads at once, the hooks run, the long
+/// poll answers on a change, and the metrics name the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_health_release_hooks_long_poll_and_metrics_work_as_with_a_lease() {
+    use leaderd_testkit::standin::{Health, StandInApp};
+    let mut bed = Bed::start(1).await;
+    let hooks = tempfile::tempdir().unwrap();
+    let mut apps = Vec::new();
+    for id in ["c1", "c2"] {
+        let app = StandInApp::start(Health::Healthy).await.unwrap();
+        let mut spec = EtcdCandidateSpec::new(
+            env!("CARGO_BIN_EXE_leaderd"),
+            &bed.etcd.endpoints(),
+            NAME,
+            id,
+            (D, R, P),
+        );
+        spec.prefix = Some(PREFIX.into());
+        let started = hooks.path().join(format!("{id}-started"));
+        spec.extra_args = [
+            "--app-check",
+            &app.url(),
+            "--app-check-interval",
+            "200ms",
+            "--app-check-timeout",
+            "100ms",
+            "--app-check-failures",
+            "2",
+            "--on-started-leading",
+            &format!("/usr/bin/touch {}", started.display()),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let c = Candidate::spawn_etcd(&spec).await.expect("starts");
+        bed.sampler.add(&c);
+        bed.cands.push(c);
+        apps.push(app);
+    }
+    let app_of = |id: &str| usize::from(id == "c2");
+    let (first, e1) = bed.leader(D * 2, &[]).await;
+    bed.all_see(D, &first, e1).await;
+    // The hook ran for the leader only.
+    let ran = |id: &str| hooks.path().join(format!("{id}-started")).exists();
+    let end = Instant::now() + Duration::from_secs(3);
+    while !ran(&first) && Instant::now() < end {
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ran(&first), "--on-started-leading did not run for {first}");
+    let other = if first == "c1" { "c2" } else { "c1" };
+    assert!(
+        !ran(other),
+        "--on-started-leading ran for the follower {other}"
+    );
+    // The metrics name the backend and the leader.
+    let client = leaderd_testkit::harness::http_client();
+    let metrics = leaderd_testkit::harness::get(&client, bed.get(&first).metrics_addr, "/metrics")
+        .await
+        .expect("metrics answer");
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leaderd_backend_info{backend=\"etcd\"") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leaderd_is_leader{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // etcd calls are counted like Lease API requests, by verb and result.
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("leaderd_lease_requests_total{code=\"ok\"")
+                && l.contains("verb=\"grant\"")
+        ),
+        "{metrics}"
+    );
+
+    // The leader's app fails: it steps down (and revokes), the other leads at once.
+    let follower_addr = bed.get(other).addr;
+    let poll =
+        tokio::spawn(
+            async move { request(follower_addr, "GET", "/leader?wait=20s&epoch=0").await },
+        );
+    apps[app_of(&first)].set(Health::Failing);
+    let (second, e2) = bed.leader(Duration::from_secs(3), &[&first]).await;
+    assert_eq!(second, other);
+    assert!(e2 > e1, "epoch {e2} after {e1}");
+    // The follower's long poll answered on the change.
+    let (code, body) = timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long poll answered")
+        .expect("joined");
+    assert_eq!(code, 200, "{body}");
+
+    // POST /leader/release on the new leader: it steps down; the first leads again once its app
+    // is healthy and its keep-out after the step-down has passed (one lease duration).
+    apps[app_of(&first)].set(Health::Healthy);
+    let (code, body) = request(bed.get(&second).addr, "POST", "/leader/release").await;
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["released"], true, "{answer}");
+    assert_eq!(answer["epoch"], e2, "{answer}");
+    let (third, e3) = bed.leader(D + Duration::from_secs(2), &[&second]).await;
+    assert_eq!(third, first);
+    assert!(e3 > e2, "epoch {e3} after {e2}");
+    // A follower's release is refused, as with a Lease.
+    let (code, _) = request(bed.get(&second).addr, "POST", "/leader/release").await;
+    assert_eq!(code, 409);
+    bed.assert_alive();
+    bed.assert_safe();
+}

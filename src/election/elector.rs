@@ -159,6 +159,7 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
             feeds.push(tokio::spawn(forward_health(
                 health,
                 tx,
+                Outcome::AppHealth,
                 inputs_stop.clone(),
             )));
         }
@@ -390,15 +391,17 @@ pub async fn recv_command(commands: &mut Option<mpsc::Receiver<Command>>) -> Opt
     }
 }
 
-/// Forward the app's health to the elector as outcomes: its value now, then every change.
-async fn forward_health(
+/// Forward the app's health to an elector as its outcomes (`wrap(healthy)`): its value now,
+/// then every change. Shared by both stores' electors.
+pub async fn forward_health<O: Send + 'static>(
     mut health: watch::Receiver<bool>,
-    tx: mpsc::Sender<Outcome>,
+    tx: mpsc::Sender<O>,
+    wrap: fn(bool) -> O,
     stop: CancellationToken,
 ) {
     loop {
         let now = *health.borrow_and_update();
-        if tx.send(Outcome::AppHealth(now)).await.is_err() {
+        if tx.send(wrap(now)).await.is_err() {
             return;
         }
         tokio::select! {

@@ -8,7 +8,9 @@ pub mod record;
 pub mod state;
 pub mod store;
 
-pub use elector::{jitter, recv_command, Command, Control, Elector, ElectorConfig, Publisher};
+pub use elector::{
+    forward_health, jitter, recv_command, Command, Control, Elector, ElectorConfig, Publisher,
+};
 pub use record::{LeaseRecord, StoredLease};
 pub use state::{
     LossReason, Machine, Outcome, Params, Purpose, ReleaseOutcome, Request, Step, Tenure,

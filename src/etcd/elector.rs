@@ -18,8 +18,8 @@ use tracing::{debug, error, info, warn};
 use super::campaign::{Campaign, Candidate, Outcome, Request, Snapshot, Step};
 use super::error::EtcdError;
 use crate::election::{
-    clock, jitter, recv_command, Command, Control, LossReason, Params, Publisher, ReleaseOutcome,
-    Transition,
+    clock, forward_health, jitter, recv_command, Command, Control, LossReason, Params, Publisher,
+    ReleaseOutcome, Transition,
 };
 
 /// PEM files for TLS to etcd.
@@ -149,6 +149,7 @@ impl<P: Publisher> EtcdElector<P> {
             feeds.push(tokio::spawn(forward_health(
                 health,
                 tx,
+                Outcome::AppHealth,
                 inputs_stop.clone(),
             )));
         }
@@ -411,24 +412,6 @@ fn log_transition(t: &Transition) {
             warn!(epoch, %error, "could not revoke the etcd lease; the next in line leads once it expires")
         }
         Transition::ReleaseFinished(_) => {}
-    }
-}
-
-/// Forward the app's health to the elector: its value now, then every change.
-async fn forward_health(
-    mut health: watch::Receiver<bool>,
-    tx: mpsc::Sender<Outcome>,
-    stop: CancellationToken,
-) {
-    loop {
-        let now = *health.borrow_and_update();
-        if tx.send(Outcome::AppHealth(now)).await.is_err() {
-            return;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            r = health.changed() => if r.is_err() { return },
-        }
     }
 }
 
