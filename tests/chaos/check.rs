@@ -22,6 +22,20 @@
 //! length, including the ones the sampler is too slow to see, but a failed proof is only a
 //! possible overlap. Within the drift bound the design promises a proof margin of at least
 //! D / rate_follower − R / rate_leader (> 0), so the runner counts both as violations there.
+//!
+//! With `--backend etcd` ([`EtcdInput`]) the checker sees no commit times: etcd's writes happen
+//! inside etcd, and keep-alives write nothing. A tenure then starts after the request time of
+//! its process's last `/leader` answer that did not show it (or the process start), and ends by
+//! the same exit, log, SSE and answer bounds as above, or, for a process the runner stopped with
+//! SIGSTOP after its last leading answer, by max(that answer's `valid_for_ms` deadline, SIGSTOP +
+//! R) (rule E2: it claims until its last keep-alive's send time + R, and it sends nothing while
+//! stopped). Certain overlaps (from the samples) are violations; a pair of tenures the bounds do
+//! not prove ordered is only counted (a handover by revoke takes milliseconds, less than the
+//! sampling can resolve without commit times). Also checked there: every tenure's epoch is the
+//! create revision of a key of that candidate (from etcd's history of the election's keys), no
+//! two candidates lead under one epoch, epochs rise in the order the tenures began, and a
+//! process resumed (SIGCONT) more than R after its SIGSTOP never answers `is_leader` under the
+//! epoch it led with before the stop (rule E4: no resumed tenure).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -58,6 +72,23 @@ impl Version {
     }
 }
 
+/// One key of the etcd election, from etcd's history (`--backend etcd`).
+#[derive(Clone, Debug)]
+pub struct EtcdKey {
+    pub key: String,
+    /// Its value: the candidate's identity.
+    pub identity: String,
+    pub create_revision: i64,
+    /// The revision that deleted it (revoke, expiry), if any.
+    pub deleted_revision: Option<i64>,
+}
+
+/// What the checker needs of an etcd run instead of the Lease versions.
+pub struct EtcdInput<'a> {
+    /// Every key ever created under the election's prefix.
+    pub keys: &'a [EtcdKey],
+}
+
 /// A window with no faults, in which a leader must appear within `bound`.
 #[derive(Clone, Debug)]
 pub struct Calm {
@@ -77,6 +108,8 @@ pub struct Input<'a> {
     pub within_bound: bool,
     pub lagged_changes: u64,
     pub term_timeouts: &'a [String],
+    /// `--backend etcd`: tenures are bounded without commit times (see the module's doc).
+    pub etcd: Option<EtcdInput<'a>>,
 }
 
 /// A tenure as the checker reconstructs it from the logs, the samples, the SSE events and the
@@ -119,6 +152,11 @@ pub struct Report {
     pub last_epoch: Option<i64>,
     pub memory: Vec<String>,
     pub sampling: (f64, f64, Duration), // min Hz, mean Hz, max gap
+    /// etcd: pairs of tenures the bounds did not prove ordered (not violations, see above).
+    pub unproven: Vec<String>,
+    /// etcd: SIGSTOPs of a process leading by its last answer before the stop, and how many of
+    /// them lasted beyond R (after which it must not answer is_leader under that epoch).
+    pub paused_leaders: (usize, usize),
 }
 
 fn secs(t: Instant, t0: Instant) -> f64 {
@@ -248,7 +286,10 @@ pub fn check(inp: &Input) -> Report {
     // Versions by (holder, epoch).
     let vs = inp.versions;
     let mut tenures: Vec<ReconstructedTenure> = Vec::new();
-    for &(i, epoch, _became, stopped) in &tenures_raw {
+    if let Some(e) = &inp.etcd {
+        tenures = etcd_tenures(inp, e, &tenures_raw, &sampled, &mut rep);
+    }
+    for &(i, epoch, _became, stopped) in tenures_raw.iter().filter(|_| inp.etcd.is_none()) {
         let r = &recs[i];
         let name = r.name.as_str();
         let mine = |v: &&Version| {
@@ -347,7 +388,13 @@ pub fn check(inp: &Input) -> Report {
             if prev_margin.is_none() {
                 prev_margin = Some(m);
             }
-            if m <= 0 {
+            if m <= 0 && inp.etcd.is_some() {
+                rep.unproven.push(format!(
+                    "{} (epoch {}) may have claimed until {} ({}), {} ms after {} (epoch {}) began by {}",
+                    a.label, a.epoch, at(a.end_ub), a.end_ub_source, -m / 1_000_000,
+                    b.label, b.epoch, at(b.start_lb)
+                ));
+            } else if m <= 0 {
                 unsafe_finding(
                     &mut rep,
                     format!(
@@ -418,7 +465,8 @@ pub fn check(inp: &Input) -> Report {
                 c.epoch,
                 at(c.acquired)
             );
-            if knew {
+            if knew || inp.etcd.is_some() {
+                // etcd's revisions are never reused: no excuse there.
                 rep.violations.push(format!("epoch did not rise: {msg}"));
             } else {
                 rep.epoch_resets_excused.push(format!(
@@ -569,7 +617,18 @@ pub fn check(inp: &Input) -> Report {
     let mut max_gap = Duration::ZERO;
     for r in recs {
         if let (Some(a), Some(b)) = (r.first_sample, r.last_sample) {
-            let span = b.saturating_duration_since(a).as_secs_f64();
+            // Time stopped by the runner (SIGSTOP) is not sampling time.
+            let paused: f64 = r
+                .pauses
+                .iter()
+                .map(|&(p, c)| {
+                    c.unwrap_or(b)
+                        .min(b)
+                        .saturating_duration_since(p.max(a))
+                        .as_secs_f64()
+                })
+                .sum();
+            let span = b.saturating_duration_since(a).as_secs_f64() - paused;
             if span >= 5.0 {
                 rates.push(r.samples as f64 / span);
             }
@@ -585,4 +644,125 @@ pub fn check(inp: &Input) -> Report {
         ));
     }
     rep
+}
+
+/// The etcd tenures: epochs checked against etcd's keys, start and end bounded without commit
+/// times (see the module's doc), resumed tenures after a SIGSTOP found.
+fn etcd_tenures(
+    inp: &Input,
+    e: &EtcdInput,
+    tenures_raw: &[(usize, i64, Instant, Option<Instant>)],
+    sampled: &[(usize, SampledTenure)],
+    rep: &mut Report,
+) -> Vec<ReconstructedTenure> {
+    let t0 = inp.t0;
+    let recs = inp.records;
+    let at = |t: Instant| format!("+{:.3}s", secs(t, t0));
+    let mut out = Vec::new();
+    let mut holders: HashMap<i64, HashSet<&str>> = HashMap::new();
+    for &(i, epoch, became, stopped) in tenures_raw {
+        let r = &recs[i];
+        let name = r.name.as_str();
+        holders.entry(epoch).or_default().insert(name);
+        match e.keys.iter().find(|k| k.create_revision == epoch) {
+            Some(k) if k.identity == name => {}
+            Some(k) => rep.violations.push(format!(
+                "{}: became leader under epoch {epoch}, but the key created at that revision ({}) is {:?}'s",
+                r.label, k.key, k.identity
+            )),
+            None => rep.violations.push(format!(
+                "{}: became leader under epoch {epoch}, but no key of the election was created at that revision",
+                r.label
+            )),
+        }
+        let run = sampled
+            .iter()
+            .filter(|(ri, x)| *ri == i && x.epoch == Some(epoch))
+            .map(|(_, x)| x)
+            .next();
+        // Nothing bounds a tenure of a process that never ended: the run's end does.
+        let mut end = (Instant::now(), "end of the run");
+        let mut tighten = |t: Option<Instant>, what: &'static str| {
+            if let Some(t) = t.filter(|t| *t < end.0) {
+                end = (t, what);
+            }
+        };
+        tighten(r.exit.as_ref().map(|e| e.at), "exit");
+        tighten(stopped, "log 'stopped leading'");
+        let mut shown = false;
+        let mut sse_end = None;
+        for ev in &r.sse {
+            if ev.is_leader && ev.epoch == Some(epoch) {
+                shown = true;
+            } else if shown {
+                sse_end = Some(ev.at);
+                break;
+            }
+        }
+        tighten(sse_end, "SSE event");
+        tighten(run.and_then(|x| x.after), "sampled answer");
+        if let Some(x) = run {
+            // Stopped after its last leading answer: it claims at most until the deadline that
+            // answer reported, or until the last keep-alive it sent before the stop + R.
+            if let Some(&(p, _)) = r.pauses.iter().find(|p| p.0 >= x.last_sent) {
+                let by_stop = p + inp.renew_deadline;
+                let t = x.valid_until.map_or(by_stop, |v| v.max(by_stop));
+                tighten(Some(t), "SIGSTOP: valid_until / stop + R");
+            }
+        }
+        let start_lb = run
+            .and_then(|x| x.before)
+            .unwrap_or(r.started)
+            .max(r.started);
+        out.push(ReconstructedTenure {
+            rec: i,
+            label: r.label.clone(),
+            epoch,
+            start_lb,
+            end_ub: end.0,
+            end_ub_source: end.1,
+            acquired: became,
+            after_release: false,
+        });
+    }
+    for (epoch, names) in holders {
+        if names.len() > 1 {
+            let mut n: Vec<&str> = names.into_iter().collect();
+            n.sort();
+            rep.violations.push(format!(
+                "one tenure, one holder: {} all led under epoch {epoch}",
+                n.join(", ")
+            ));
+        }
+    }
+    // Rule E4 after a SIGSTOP: stopped while leading, resumed more than R later, it must not
+    // answer is_leader under the same epoch again (its claim ran out while it was stopped).
+    for (i, r) in recs.iter().enumerate() {
+        for &(p, c) in &r.pauses {
+            let Some(run) = sampled
+                .iter()
+                .filter(|(ri, _)| *ri == i)
+                .map(|(_, x)| x)
+                .find(|x| x.first_recv <= p && x.after.is_none_or(|a| a >= p))
+            else {
+                continue;
+            };
+            rep.paused_leaders.0 += 1;
+            let Some(c) = c.filter(|c| c.saturating_duration_since(p) > inp.renew_deadline) else {
+                continue;
+            };
+            rep.paused_leaders.1 += 1;
+            if run.last_sent > c {
+                rep.violations.push(format!(
+                    "{}: stopped at {} while leading (epoch {:?}), resumed {:.2} s later (> R), and answered is_leader under the same epoch at {} (a resumed tenure)",
+                    r.label,
+                    at(p),
+                    run.epoch,
+                    c.duration_since(p).as_secs_f64(),
+                    at(run.last_sent)
+                ));
+            }
+        }
+    }
+    out
 }

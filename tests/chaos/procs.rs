@@ -1,7 +1,8 @@
 //! leaderd processes for the chaos runner, on the testkit's process runner
 //! ([`leaderd_testkit::harness::Candidate`], started from the cluster's spec, optionally under
-//! libfaketime): killed, terminated and restarted; each one watched by tasks that record what
-//! it says:
+//! libfaketime, or with `--backend etcd` from an [`EtcdCandidateSpec`]): killed, terminated,
+//! stopped (SIGSTOP, recorded in [`Record::pauses`]), resumed and restarted; each one watched by
+//! tasks that record what it says:
 //!
 //! - a poller that asks `GET /leader` every sample period and folds the answers into sampled
 //!   tenures ([`SampledTenure`]), keeping no per-sample history (a 10-minute run takes ~300 000
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use leaderd_testkit::harness::sse::EventStream;
 use leaderd_testkit::harness::{
-    get_leader, http_client, Candidate, CandidateSpec, LogFile, LogHook,
+    get_leader, http_client, Candidate, CandidateSpec, EtcdCandidateSpec, LogFile, LogHook,
 };
 use serde_json::Value;
 use tokio::sync::watch;
@@ -120,6 +121,10 @@ pub struct SampledTenure {
     /// Answer time of the first answer after the run: the claim had ended by then.
     pub after: Option<Instant>,
     pub samples: u64,
+    /// Answer time of the last leading answer plus the `valid_for_ms` it reported: no later
+    /// than the deadline of the claim it reported (the claim may have been extended after it
+    /// by a later renewal, which a later answer then shows).
+    pub valid_until: Option<Instant>,
 }
 
 /// A `leader` event of the SSE stream.
@@ -167,27 +172,40 @@ pub struct Record {
     pub log_lines: u64,
     /// (when, VmRSS KiB, open fds)
     pub usage: Vec<(Instant, u64, usize)>,
+    /// SIGSTOP/SIGCONT by the runner: (stopped by, resumed from); the first is taken after the
+    /// SIGSTOP was sent, the second before the SIGCONT, so the process ran during neither gap.
+    pub pauses: Vec<(Instant, Option<Instant>)>,
 }
 
 impl Record {
-    fn sample(&mut self, sent: Instant, recv: Instant, answer: Option<(bool, Option<i64>)>) {
-        let Some((leading, epoch)) = answer else {
+    fn sample(
+        &mut self,
+        sent: Instant,
+        recv: Instant,
+        answer: Option<(bool, Option<i64>, Option<u64>)>,
+    ) {
+        let Some((leading, epoch, valid_for_ms)) = answer else {
             self.failed_samples += 1;
             // No answer: the claim (if any) cannot be bounded by this request.
             return;
         };
         self.samples += 1;
         if let Some(prev) = self.last_sample_sent {
-            self.max_gap = self.max_gap.max(sent.saturating_duration_since(prev));
+            // A SIGSTOP in between is the runner's gap, not the sampler's.
+            if self.pauses.last().is_none_or(|p| p.0 < prev) {
+                self.max_gap = self.max_gap.max(sent.saturating_duration_since(prev));
+            }
         }
         self.last_sample_sent = Some(sent);
         self.first_sample.get_or_insert(sent);
         self.last_sample = Some(recv);
+        let valid_until = valid_for_ms.map(|ms| recv + Duration::from_millis(ms));
         let same = self.current.as_ref().is_some_and(|r| r.epoch == epoch);
         if leading && same {
             let r = self.current.as_mut().expect("same");
             r.last_sent = sent;
             r.samples += 1;
+            r.valid_until = valid_until;
             return;
         }
         let mut before = self.last_not_leading_sent;
@@ -204,6 +222,7 @@ impl Record {
                 last_sent: sent,
                 after: None,
                 samples: 1,
+                valid_until,
             });
         } else {
             self.last_not_leading_sent = Some(sent);
@@ -220,6 +239,11 @@ impl Record {
     /// Whether it leads according to its latest answer.
     pub fn leading_now(&self) -> bool {
         self.exit.is_none() && self.current.is_some()
+    }
+
+    /// Whether the runner has it stopped (SIGSTOP without SIGCONT yet).
+    pub fn paused(&self) -> bool {
+        self.pauses.last().is_some_and(|p| p.1.is_none())
     }
 }
 
@@ -255,6 +279,22 @@ impl Proc {
         }
     }
 
+    /// SIGSTOP: it keeps its connections and answers nothing until [`resume`](Self::resume).
+    pub fn pause(&mut self) {
+        self.cand.signal(libc::SIGSTOP);
+        lock(&self.record).pauses.push((Instant::now(), None));
+    }
+
+    /// SIGCONT after [`pause`](Self::pause) (nothing if it is not paused).
+    pub fn resume(&mut self) {
+        let mut g = lock(&self.record);
+        if let Some(p) = g.pauses.last_mut().filter(|p| p.1.is_none()) {
+            p.1 = Some(Instant::now());
+            drop(g);
+            self.cand.signal(libc::SIGCONT);
+        }
+    }
+
     /// Wait until it has ended, at most `within`; true if it did.
     pub async fn wait_exit(&self, within: Duration) -> bool {
         let mut rx = self.exited.clone();
@@ -268,16 +308,75 @@ impl Proc {
     }
 }
 
+/// How to start a candidate: on the Lease API (a kubeconfig) or on etcd.
+enum Spec {
+    Lease(CandidateSpec),
+    Etcd(EtcdCandidateSpec),
+}
+
+/// The parts of a spec that [`spawn_any`] sets, whichever the backend.
+struct SpecParts<'a> {
+    extra_args: &'a mut Vec<String>,
+    env: &'a mut Vec<(String, Option<String>)>,
+    log_file: &'a mut Option<LogFile>,
+    on_log: &'a mut Option<LogHook>,
+}
+
+impl Spec {
+    fn identity(&self) -> String {
+        match self {
+            Spec::Lease(s) => s.identity.clone(),
+            Spec::Etcd(s) => s.identity.clone(),
+        }
+    }
+
+    fn parts(&mut self) -> SpecParts<'_> {
+        match self {
+            Spec::Lease(s) => SpecParts {
+                extra_args: &mut s.extra_args,
+                env: &mut s.env,
+                log_file: &mut s.log_file,
+                on_log: &mut s.on_log,
+            },
+            Spec::Etcd(s) => SpecParts {
+                extra_args: &mut s.extra_args,
+                env: &mut s.env,
+                log_file: &mut s.log_file,
+                on_log: &mut s.on_log,
+            },
+        }
+    }
+}
+
 /// Start leaderd from `spec` (with JSON logs, under `clock`) and its watchers; returns once its
 /// API listens (at most 20 s).
 pub async fn spawn(
     label: String,
-    mut spec: CandidateSpec,
+    spec: CandidateSpec,
     clock: Clock,
     libfaketime: Option<&Path>,
     w: Watch,
 ) -> anyhow::Result<Proc> {
-    spec.extra_args
+    spawn_any(label, Spec::Lease(spec), clock, libfaketime, w).await
+}
+
+/// Start leaderd with the etcd backend from `spec` (JSON logs, real clocks) and its watchers;
+/// returns once its API listens (at most 20 s).
+pub async fn spawn_etcd(label: String, spec: EtcdCandidateSpec, w: Watch) -> anyhow::Result<Proc> {
+    spawn_any(label, Spec::Etcd(spec), Clock::REAL, None, w).await
+}
+
+async fn spawn_any(
+    label: String,
+    mut spec: Spec,
+    clock: Clock,
+    libfaketime: Option<&Path>,
+    w: Watch,
+) -> anyhow::Result<Proc> {
+    let identity = spec.identity();
+    let parts = spec.parts();
+    parts
+        .extra_args
         .extend(["--log-format".to_string(), "json".to_string()]);
     match clock.faketime() {
         Some(ft) => {
@@ -288,23 +387,24 @@ pub async fn spawn(
             // its pid would not reach leaderd. The rate applies to CLOCK_REALTIME and
             // CLOCK_MONOTONIC (tokio's Instant) alike, and libfaketime scales epoll_wait
             // timeouts to match.
-            spec.env
+            parts
+                .env
                 .push(("LD_PRELOAD".into(), Some(lib.display().to_string())));
-            spec.env.push(("FAKETIME".into(), Some(ft)));
+            parts.env.push(("FAKETIME".into(), Some(ft)));
         }
         None => {
-            spec.env.push(("LD_PRELOAD".into(), None));
-            spec.env.push(("FAKETIME".into(), None));
+            parts.env.push(("LD_PRELOAD".into(), None));
+            parts.env.push(("FAKETIME".into(), None));
         }
     }
-    spec.log_file = Some(LogFile {
+    *parts.log_file = Some(LogFile {
         path: w.log_path.clone(),
         t0: w.t0,
         title: format!("{label}, clock {}", clock.label()),
     });
     let started = Instant::now();
     let record = Arc::new(Mutex::new(Record {
-        name: spec.identity.clone(),
+        name: identity,
         label: label.clone(),
         clock,
         started,
@@ -326,12 +426,15 @@ pub async fn spawn(
         panics: Vec::new(),
         log_lines: 0,
         usage: Vec::new(),
+        pauses: Vec::new(),
     }));
     let rec = record.clone();
-    spec.on_log = Some(LogHook::new(move |at, line| read_log(&rec, at, line)));
-    let cand = Candidate::spawn(&spec)
-        .await
-        .map_err(|e| anyhow!("{label}: {e}"))?;
+    *parts.on_log = Some(LogHook::new(move |at, line| read_log(&rec, at, line)));
+    let cand = match &spec {
+        Spec::Lease(s) => Candidate::spawn(s).await,
+        Spec::Etcd(s) => Candidate::spawn_etcd(s).await,
+    }
+    .map_err(|e| anyhow!("{label}: {e}"))?;
     let pid = cand.pid().unwrap_or(0);
     let addr = cand.addr;
     let stop = CancellationToken::new();
@@ -444,7 +547,11 @@ async fn poll(
         if let Some(v) = &answer {
             g.latest = Some((v.is_leader, v.epoch, v.leader.clone()));
         }
-        g.sample(sent, recv, answer.map(|v| (v.is_leader, v.epoch)));
+        g.sample(
+            sent,
+            recv,
+            answer.map(|v| (v.is_leader, v.epoch, v.valid_for_ms)),
+        );
     }
 }
 
