@@ -20,6 +20,7 @@ use tracing::{error, info, info_span, Instrument};
 
 use crate::config::{self, Cli, LogFormat, OnLost, Settings, EXIT_LOST, EXIT_USAGE};
 use crate::election::{Elector, ElectorConfig, Transition};
+#[cfg(feature = "etcd")]
 use crate::etcd::{EtcdConfig, EtcdElector, EtcdError};
 use crate::kube_store::KubeLeaseStore;
 use crate::metrics::{MeasuredStore, Metrics};
@@ -45,6 +46,7 @@ pub enum AppError {
     /// is free.
     #[error(transparent)]
     Bind(std::io::Error),
+    #[cfg(feature = "etcd")]
     /// The etcd client could not be set up: the TLS files are not a usable certificate, key
     /// or CA (a usage error, exit 64); not retryable.
     #[error("--etcd-ca-file/--etcd-cert-file/--etcd-key-file: the etcd client cannot use them ({0}): give PEM files of an X.509 v3 CA and client certificate (openssl x509 -req ... -extfile with extendedKeyUsage=clientAuth) and its private key")]
@@ -61,7 +63,9 @@ impl AppError {
     /// The exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            AppError::NoCluster(_) | AppError::Etcd(_) => ExitCode::from(EXIT_USAGE),
+            AppError::NoCluster(_) => ExitCode::from(EXIT_USAGE),
+            #[cfg(feature = "etcd")]
+            AppError::Etcd(_) => ExitCode::from(EXIT_USAGE),
             _ => ExitCode::FAILURE,
         }
     }
@@ -118,7 +122,9 @@ pub fn main() -> ExitCode {
 
 fn report(e: &AppError) -> ExitCode {
     match e {
-        AppError::NoCluster(_) | AppError::Etcd(_) => eprintln!("leaderd: {e}"),
+        AppError::NoCluster(_) => eprintln!("leaderd: {e}"),
+        #[cfg(feature = "etcd")]
+        AppError::Etcd(_) => eprintln!("leaderd: {e}"),
         _ => error!("{e}"),
     }
     e.exit_code()
@@ -149,6 +155,7 @@ enum Store {
     /// The Lease API.
     Kubernetes(kube::Client),
     /// etcd.
+    #[cfg(feature = "etcd")]
     Etcd(Box<etcd_client::Client>, EtcdConfig),
 }
 
@@ -184,6 +191,11 @@ impl App {
                 let client = kube::Client::try_from(kube_cfg).map_err(AppError::Client)?;
                 (Store::Kubernetes(client), namespace)
             }
+            #[cfg(not(feature = "etcd"))]
+            Some(_) => unreachable!(
+                "config::RunArgs::validate refuses --backend etcd without the etcd feature"
+            ),
+            #[cfg(feature = "etcd")]
             Some(e) => {
                 let cfg = EtcdConfig {
                     endpoints: e.endpoints.clone(),
@@ -214,6 +226,7 @@ impl App {
                 settings.app_check.is_some(),
                 match store {
                     Store::Kubernetes(_) => "kubernetes",
+                    #[cfg(feature = "etcd")]
                     Store::Etcd(..) => "etcd",
                 },
             )
@@ -287,6 +300,7 @@ impl App {
                 let run: CampaignRun = Box::pin(run);
                 (Some(client), control, run)
             }
+            #[cfg(feature = "etcd")]
             Store::Etcd(client, cfg) => {
                 let m = metrics.clone();
                 let mut elector = EtcdElector::new(*client, cfg, s.params.clone(), status_tx)

@@ -264,6 +264,15 @@ pub struct Hooks {
     pub timeout: Duration,
 }
 
+/// PEM files for TLS to etcd, read at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's serving certificates (`--etcd-ca-file`).
+    pub ca: Option<Vec<u8>>,
+    /// Our client certificate and key (`--etcd-cert-file`, `--etcd-key-file`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// `--backend etcd`: where and how to reach etcd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EtcdSettings {
@@ -272,7 +281,7 @@ pub struct EtcdSettings {
     /// `--etcd-prefix`.
     pub prefix: String,
     /// TLS material read from the files, when any TLS flag is given.
-    pub tls: Option<crate::etcd::EtcdTls>,
+    pub tls: Option<EtcdTls>,
 }
 
 impl EtcdSettings {
@@ -603,6 +612,9 @@ impl RunArgs {
     /// `--backend etcd`: the endpoints, prefix and TLS files, and no Kubernetes-only flag.
     fn etcd_settings(&self, name: &str) -> Result<EtcdSettings, ConfigError> {
         let bad = |m: String| Err(ConfigError::Bad(m));
+        if cfg!(not(feature = "etcd")) {
+            return bad("--backend etcd: this leaderd was built without the etcd backend (cargo feature `etcd`): use a build with the default features, e.g. the release image".to_owned());
+        }
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return bad(format!(
                 "--lease-name {name:?} is not a usable etcd election name: use a name without spaces or control characters, e.g. payouts"
@@ -677,8 +689,7 @@ impl RunArgs {
                     )
                 }
             };
-        let tls =
-            (ca.is_some() || identity.is_some()).then_some(crate::etcd::EtcdTls { ca, identity });
+        let tls = (ca.is_some() || identity.is_some()).then_some(EtcdTls { ca, identity });
         Ok(EtcdSettings {
             endpoints,
             prefix: self.etcd_prefix.clone(),

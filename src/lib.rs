@@ -39,6 +39,7 @@ pub mod app;
 pub mod appcheck;
 pub mod config;
 pub mod election;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod events;
 pub mod hooks;

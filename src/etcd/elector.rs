@@ -17,19 +17,11 @@ use tracing::{debug, error, info, warn};
 
 use super::campaign::{Campaign, Candidate, Outcome, Request, Snapshot, Step};
 use super::error::EtcdError;
+pub use crate::config::EtcdTls;
 use crate::election::{
     clock, forward_health, jitter, recv_command, Command, Control, LossReason, Params, Publisher,
     ReleaseOutcome, Transition,
 };
-
-/// PEM files for TLS to etcd.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EtcdTls {
-    /// The CA that signed etcd's serving certificates (`--etcd-ca-file`).
-    pub ca: Option<Vec<u8>>,
-    /// Our client certificate and key (`--etcd-cert-file`, `--etcd-key-file`).
-    pub identity: Option<(Vec<u8>, Vec<u8>)>,
-}
 
 /// Everything the etcd elector needs besides the params.
 #[derive(Clone, Debug)]
