@@ -29,6 +29,10 @@ const EXPIRY_TICK: Duration = Duration::from_millis(500);
 /// etcd's default election timeout: how long a raft leader that lost its quorum may still
 /// believe it leads (CheckQuorum: up to twice this) and answer keep-alives.
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// The tests of this file take turns: each starts etcd members and leaderd processes whose
+/// timing they assert, and on CI's two cores several at once would measure the machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The election: keys `/leaderd-test/payouts/<lease id in hex>`.
 const PREFIX: &str = "/leaderd-test/";
 const NAME: &str = "payouts";
@@ -265,6 +269,7 @@ impl Bed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_elects_one_leader_then_fails_over_on_kill_9_and_hands_over_on_sigterm() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut b = Bed::start(1).await;
     for id in ["c1", "c2", "c3"] {
         b.spawn(id).await;
@@ -347,6 +352,7 @@ async fn one_member_elects_one_leader_then_fails_over_on_kill_9_and_hands_over_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_etcd_stops_claiming_before_another_leads() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut b = Bed::start(1).await;
     let proxy = HoldProxy::in_front_of(&b.etcd.endpoint(0))
         .await
@@ -422,6 +428,7 @@ async fn a_leader_cut_off_from_etcd_stops_claiming_before_another_leads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_lease_expired_while_cut_off_joins_the_line_again() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut b = Bed::start(1).await;
     let proxy = HoldProxy::in_front_of(&b.etcd.endpoint(0))
         .await
@@ -470,6 +477,7 @@ async fn a_follower_whose_lease_expired_while_cut_off_joins_the_line_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_leads_while_the_cluster_has_no_quorum_and_a_new_tenure_follows() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut b = Bed::start(3).await;
     for id in ["c1", "c2", "c3"] {
         b.spawn(id).await;
@@ -619,6 +627,7 @@ impl Elect {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_elect_and_leaderd_share_one_election() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut b = Bed::start(1).await;
     // etcd's own elector comes first and leads.
     let mut x = Elect::start(&b.etcd, "proposal-x");
@@ -829,6 +838,7 @@ async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, 
 /// poll answers on a change, and the metrics name the backend.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_health_release_hooks_long_poll_and_metrics_work_as_with_a_lease() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     use leaderd_testkit::standin::{Health, StandInApp};
     let mut bed = Bed::start(1).await;
     let hooks = tempfile::tempdir().unwrap();

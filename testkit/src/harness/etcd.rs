@@ -610,9 +610,17 @@ mod tests {
         c.kill9(0);
         assert!(c.pid(0).is_none());
         assert!(!c.healthy(0).await);
-        // The other two are a quorum: each one writes and reads.
+        // The other two are a quorum: each one writes and reads (once they have elected a raft
+        // leader, if the one killed led: seconds on a loaded machine).
         for (i, v) in [(1, "v2"), (2, "v3")] {
-            let out = ctl_at(&c, &c.endpoint(i), &["put", "k", v]).await;
+            let end = tokio::time::Instant::now() + Duration::from_secs(15);
+            let out = loop {
+                let out = ctl_at(&c, &c.endpoint(i), &["put", "k", v]).await;
+                if out.status.success() || tokio::time::Instant::now() >= end {
+                    break out;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
             assert!(out.status.success(), "{}\n{}", text(&out), c.log_tails(20));
             let out = ctl_at(&c, &c.endpoint(i), &["get", "k", "--print-value-only"]).await;
             assert_eq!(
