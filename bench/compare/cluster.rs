@@ -106,3 +106,9 @@ impl Cluster {
         self.cluster.stop(Duration::from_secs(5)).await
     }
 }
+
+/// CPU seconds (utime + stime) and RSS bytes of a process.
+pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let u = harness::proc_usage(pid).ok()?;
+    Some((u.cpu.as_secs_f64(), u.rss_kib * 1024))
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use leaderd_testkit::harness::{get, http_client, Candidate, EtcdCluster};
 use serde_json::{json, Value};
 
-use crate::steady::proc_usage;
+use crate::cluster::proc_usage;
 
 /// Every sample of metric `name` in Prometheus text: its labels and value.
 fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {

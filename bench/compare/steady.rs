@@ -10,15 +10,9 @@ use std::collections::BTreeMap;
 use leaderd_testkit::harness::EtcdCluster;
 use leaderd_testkit::testserver::RequestRecord;
 
-use crate::cluster::Cluster;
+use crate::cluster::{proc_usage, Cluster};
 use crate::etcd::{delta, etcd_counters, leaderd_requests, member_rss, EtcdSteady, ETCD_WRITES};
 use crate::failover::is_lease_write;
-
-/// CPU seconds (utime + stime) and RSS bytes of a process.
-pub fn proc_usage(pid: u32) -> Option<(f64, u64)> {
-    let u = leaderd_testkit::harness::proc_usage(pid).ok()?;
-    Some((u.cpu.as_secs_f64(), u.rss_kib * 1024))
-}
 
 /// API requests and resource use of every candidate over a quiet window (sampler paused).
 pub struct Steady {
