@@ -204,7 +204,7 @@ impl App {
                     release_on_shutdown: settings.release_on_shutdown,
                     call_timeout: elector.call_timeout,
                 };
-                let client = crate::etcd::elector::connect(&cfg, &settings.params)
+                let client = crate::etcd::elector::connect(&cfg)
                     .await
                     .map_err(AppError::Etcd)?;
                 (Store::Etcd(Box::new(client), cfg), e.prefix.clone())

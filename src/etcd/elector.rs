@@ -57,16 +57,19 @@ pub struct EtcdElector<P: Publisher> {
     granted: Option<(i64, i64)>,
 }
 
-/// Connect lazily (nothing is sent before the first call): the endpoints, TLS and HTTP/2 pings
-/// every retry period, so that a dead connection is noticed within a call timeout.
-pub async fn connect(cfg: &EtcdConfig, params: &Params) -> Result<Client, EtcdError> {
+/// How often the HTTP/2 connection to etcd is pinged (above etcd's 5 s minimum).
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Connect lazily (nothing is sent before the first call): the endpoints, TLS and HTTP/2 pings.
+pub async fn connect(cfg: &EtcdConfig) -> Result<Client, EtcdError> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(cfg.call_timeout)
-        .with_keep_alive(
-            params.retry_period.max(Duration::from_secs(1)),
-            cfg.call_timeout,
-        )
-        .with_keep_alive_while_idle(true)
+        // HTTP/2 pings notice a dead connection under the watch (every call has its own
+        // timeout). Not more often than every 10 s: etcd's server closes the connection of a
+        // client that pings more often than --grpc-keepalive-min-time (5 s by default), and
+        // pings without a stream in progress count as too often.
+        .with_keep_alive(PING_INTERVAL, cfg.call_timeout.max(Duration::from_secs(1)))
+        .with_keep_alive_while_idle(false)
         // A member cut off from the etcd leader answers (and ends watches) with an error
         // instead of serving a stale view.
         .with_require_leader(true);
