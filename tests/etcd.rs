@@ -922,7 +922,7 @@ async fn app_health_release_hooks_long_poll_and_metrics_work_as_with_a_lease() {
             async move { request(follower_addr, "GET", "/leader?wait=20s&epoch=0").await },
         );
     apps[app_of(&first)].set(Health::Failing);
-    let (second, e2) = bed.leader(Duration::from_secs(3), &[&first]).await;
+    let (second, e2) = bed.leader(D * 2, &[&first]).await;
     assert_eq!(second, other);
     assert!(e2 > e1, "epoch {e2} after {e1}");
     // The follower's long poll answered on the change.
@@ -940,7 +940,7 @@ async fn app_health_release_hooks_long_poll_and_metrics_work_as_with_a_lease() {
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["released"], true, "{answer}");
     assert_eq!(answer["epoch"], e2, "{answer}");
-    let (third, e3) = bed.leader(D + Duration::from_secs(2), &[&second]).await;
+    let (third, e3) = bed.leader(D * 3, &[&second]).await;
     assert_eq!(third, first);
     assert!(e3 > e2, "epoch {e3} after {e2}");
     // A follower's release is refused, as with a Lease.
