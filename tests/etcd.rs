@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leaderd_testkit::harness::{
-    check, Candidate, EtcdCandidateSpec, EtcdCluster, HoldProxy, Sampler,
+    check, request, Candidate, EtcdCandidateSpec, EtcdCluster, HoldProxy, Sampler,
 };
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::sync::watch;
@@ -810,27 +810,6 @@ fn flags_the_etcd_backend_does_not_take_exit_64_naming_the_flag() {
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(err.contains("--etcd-endpoints"), "{err:?}");
-}
-
-/// One HTTP/1.1 request to a candidate's listener: the status and the body (the JSON line of
-/// a chunked one).
-async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("read");
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map_or("", |b| b.1);
-    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
-    (code, body.to_owned())
 }
 
 /// The app's side is the same as with a Lease: leadership follows `--app-check`, `POST

@@ -10,35 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use common::{Cluster, D, LEASE, NS, P, R};
 use leaderd::status::LeaderView;
+use leaderd_testkit::harness::request;
 use leaderd_testkit::harness::sse::EventStream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-
-/// One plain HTTP/1.1 request; returns the status code and the body.
-async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.expect("read");
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map_or("", |b| b.1).to_owned();
-    // A chunked body: keep only the JSON line.
-    let body = body
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or(&body)
-        .to_owned();
-    (code, body)
-}
 
 fn view(body: &str) -> LeaderView {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not a /leader document ({e}): {body}"))

@@ -49,7 +49,7 @@ use serde_json::json;
 
 use super::check::{self, Calm, EtcdInput, EtcdKey, Input};
 use super::procs::{self, lock, Ask, Proc, Record, Watch};
-use super::{exp, target_dir, Args, Drift, Summary, Verdict, D, LEASE, P, R};
+use super::{target_dir, Args, Drift, Summary, Verdict, D, LEASE, P, R};
 
 const KINDS: [&str; 6] = [
     "kill",
@@ -447,40 +447,6 @@ impl Runner {
             end: Instant::now(),
         })
     }
-
-    /// One chaos phase until `until`.
-    async fn chaos(&mut self, until: Instant, kinds: &[(&'static str, f64)]) -> anyhow::Result<()> {
-        let total: f64 = kinds.iter().map(|k| k.1).sum();
-        let mean = self.mean_interval;
-        let mut next = Instant::now() + exp(&mut self.rng, mean);
-        loop {
-            self.undo.sort_by_key(|u| u.0);
-            let due = self.undo.first().map(|u| u.0);
-            let wake = due.map_or(next, |d| d.min(next)).min(until);
-            tokio::time::sleep_until(wake.into()).await;
-            let now = Instant::now();
-            while self.undo.first().is_some_and(|u| u.0 <= now) {
-                let (_, u) = self.undo.remove(0);
-                self.do_undo(u).await?;
-            }
-            if now >= until {
-                return Ok(());
-            }
-            if now >= next && total > 0.0 {
-                let mut x = self.rng.f64() * total;
-                let mut kind = kinds[0].0;
-                for (k, w) in kinds {
-                    if x < *w {
-                        kind = k;
-                        break;
-                    }
-                    x -= w;
-                }
-                self.inject(kind).await?;
-                next = Instant::now() + exp(&mut self.rng, mean);
-            }
-        }
-    }
 }
 
 /// Every key ever created under `prefix`, from etcd's history (a watch from revision 1: the
@@ -755,7 +721,7 @@ async fn drive(
     while Instant::now() < end {
         let len = Duration::from_millis(r.rng.u64(8000..25000));
         let until = (Instant::now() + len).min(end);
-        r.chaos(until, kinds).await?;
+        super::chaos_phase(r, until, kinds).await?;
         let extra = Duration::from_millis(r.rng.u64(1000..4000));
         calms.push(r.calm(extra).await?);
     }
@@ -791,4 +757,17 @@ async fn shutdown(r: &mut Runner) -> anyhow::Result<()> {
         r.etcd.wait_healthy(i, Duration::from_secs(30)).await?;
     }
     Ok(())
+}
+
+impl super::Faults for Runner {
+    type Undo = Undo;
+    fn schedule(&mut self) -> (&mut Vec<(Instant, Undo)>, &mut Rng, Duration) {
+        (&mut self.undo, &mut self.rng, self.mean_interval)
+    }
+    async fn inject_fault(&mut self, kind: &str) -> anyhow::Result<()> {
+        self.inject(kind).await
+    }
+    async fn undo_fault(&mut self, u: Undo) -> anyhow::Result<()> {
+        self.do_undo(u).await
+    }
 }

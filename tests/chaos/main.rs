@@ -738,27 +738,56 @@ impl Runner {
             end: Instant::now(),
         })
     }
+}
 
-    /// One chaos phase until `until`.
-    async fn chaos(&mut self, until: Instant, kinds: &[(&'static str, f64)]) -> anyhow::Result<()> {
-        let total: f64 = kinds.iter().map(|k| k.1).sum();
-        let mean = self.mean_interval;
-        let mut next = Instant::now() + exp(&mut self.rng, mean);
+/// What a fault loop needs of a runner: the Lease API runner here, the etcd one in `etcd.rs`.
+trait Faults {
+    /// How a fault is undone.
+    type Undo;
+    /// The undo queue, the generator and the mean time between faults.
+    fn schedule(&mut self) -> (&mut Vec<(Instant, Self::Undo)>, &mut Rng, Duration);
+    /// Inject one fault of `kind`.
+    async fn inject_fault(&mut self, kind: &str) -> anyhow::Result<()>;
+    /// Undo one fault.
+    async fn undo_fault(&mut self, u: Self::Undo) -> anyhow::Result<()>;
+}
+
+/// One chaos phase until `until`: faults drawn by weight from `kinds` at exponentially
+/// distributed intervals, each undone when its time comes.
+async fn chaos_phase<F: Faults>(
+    f: &mut F,
+    until: Instant,
+    kinds: &[(&'static str, f64)],
+) -> anyhow::Result<()> {
+    let total: f64 = kinds.iter().map(|k| k.1).sum();
+    let mut next = {
+        let (_, rng, mean) = f.schedule();
+        Instant::now() + exp(rng, mean)
+    };
+    loop {
+        let due = {
+            let (undo, _, _) = f.schedule();
+            undo.sort_by_key(|u| u.0);
+            undo.first().map(|u| u.0)
+        };
+        let wake = due.map_or(next, |d| d.min(next)).min(until);
+        tokio::time::sleep_until(wake.into()).await;
+        let now = Instant::now();
         loop {
-            self.undo.sort_by_key(|u| u.0);
-            let due = self.undo.first().map(|u| u.0);
-            let wake = due.map_or(next, |d| d.min(next)).min(until);
-            tokio::time::sleep_until(wake.into()).await;
-            let now = Instant::now();
-            while self.undo.first().is_some_and(|u| u.0 <= now) {
-                let (_, u) = self.undo.remove(0);
-                self.do_undo(u).await?;
+            let (undo, _, _) = f.schedule();
+            if undo.first().is_none_or(|u| u.0 > now) {
+                break;
             }
-            if now >= until {
-                return Ok(());
-            }
-            if now >= next && total > 0.0 {
-                let mut x = self.rng.f64() * total;
+            let (_, u) = undo.remove(0);
+            f.undo_fault(u).await?;
+        }
+        if now >= until {
+            return Ok(());
+        }
+        if now >= next && total > 0.0 {
+            let kind = {
+                let (_, rng, _) = f.schedule();
+                let mut x = rng.f64() * total;
                 let mut kind = kinds[0].0;
                 for (k, w) in kinds {
                     if x < *w {
@@ -767,10 +796,25 @@ impl Runner {
                     }
                     x -= w;
                 }
-                self.inject(kind).await?;
-                next = Instant::now() + exp(&mut self.rng, mean);
-            }
+                kind
+            };
+            f.inject_fault(kind).await?;
+            let (_, rng, mean) = f.schedule();
+            next = Instant::now() + exp(rng, mean);
         }
+    }
+}
+
+impl Faults for Runner {
+    type Undo = Undo;
+    fn schedule(&mut self) -> (&mut Vec<(Instant, Undo)>, &mut Rng, Duration) {
+        (&mut self.undo, &mut self.rng, self.mean_interval)
+    }
+    async fn inject_fault(&mut self, kind: &str) -> anyhow::Result<()> {
+        self.inject(kind).await
+    }
+    async fn undo_fault(&mut self, u: Undo) -> anyhow::Result<()> {
+        self.do_undo(u).await
     }
 }
 
@@ -978,7 +1022,7 @@ async fn run(a: Args) -> anyhow::Result<Verdict> {
     while Instant::now() < end {
         let len = Duration::from_millis(r.rng.u64(8000..25000));
         let until = (Instant::now() + len).min(end);
-        r.chaos(until, &kinds).await?;
+        chaos_phase(&mut r, until, &kinds).await?;
         let extra = Duration::from_millis(r.rng.u64(1000..4000));
         calms.push(r.calm(extra).await?);
     }

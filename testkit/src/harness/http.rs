@@ -1,4 +1,5 @@
-//! Plain HTTP/1 `GET`s of a candidate's API: `/leader` decoded, any path as bytes.
+//! Plain HTTP/1 requests to a candidate's API: `/leader` decoded, any path as bytes, and one raw
+//! request of any method (status and body).
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,4 +46,25 @@ pub async fn get(
         return Err(io::Error::other(format!("GET {path}: HTTP {status}")));
     }
     Ok(body)
+}
+
+/// One plain HTTP/1.1 request of any method on a fresh connection; returns the status code and
+/// the body (of a chunked body, its first JSON line).
+pub async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read");
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map_or("", |b| b.1);
+    let body = body.lines().find(|l| l.starts_with('{')).unwrap_or(body);
+    (code, body.to_owned())
 }

@@ -31,7 +31,7 @@ pub mod tenures;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use etcd::{etcd_bin, etcdctl_bin, EtcdCluster, HoldProxy};
-pub use http::{get, get_leader, http_client};
+pub use http::{get, get_leader, http_client, request};
 pub use kubeconfig::write_kubeconfig;
 pub use process::{Candidate, CandidateSpec, EtcdCandidateSpec, Exit, LogFile, LogHook};
 pub use procfs::{proc_usage, raise_nofile, ProcUsage};
