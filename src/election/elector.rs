@@ -97,11 +97,19 @@ pub struct Elector<S: LeaseStore, P: Publisher> {
     stuck_logged: bool,
 }
 
-/// When to wake for something due at `t`: one millisecond later, because tokio's timer has
+/// The tokio timer instant at which to wake for something due at `t` on the election clock
+/// (shared by both stores' electors). One millisecond later, because tokio's timer has
 /// millisecond ticks and may otherwise wake a hair before `t`, when nothing is due yet (on a
-/// paused test clock that would spin forever).
-fn wake_at(t: Instant) -> Instant {
-    t + Duration::from_millis(1)
+/// paused test clock that would spin forever). While `leading`, at most `retry_period` away, so
+/// that a leader notices at once, after a suspend, that its claim ran out (readers already
+/// know: they judge the deadline on the same clock).
+pub fn timer_for(t: Instant, leading: bool, retry_period: Duration) -> Instant {
+    let due = clock::timer_for(t + Duration::from_millis(1));
+    if leading {
+        due.min(Instant::now() + retry_period)
+    } else {
+        due
+    }
 }
 
 /// `d` stretched by a random factor in [1, 1 + JITTER), so candidates do not act in lockstep.
@@ -202,15 +210,12 @@ impl<S: LeaseStore, P: Publisher> Elector<S, P> {
         }
     }
 
-    /// The timer instant for something due at `t` on the election's clock. While leading, at most
-    /// a retry period away, so that a leader notices at once, after a suspend, that its claim ran
-    /// out (readers already know: they judge the deadline on the same clock).
     fn timer_for(&self, t: Instant) -> Instant {
-        let due = clock::timer_for(wake_at(t));
-        match self.machine.tenure() {
-            Some(_) => due.min(Instant::now() + self.cfg.params.retry_period),
-            None => due,
-        }
+        timer_for(
+            t,
+            self.machine.tenure().is_some(),
+            self.cfg.params.retry_period,
+        )
     }
 
     fn stop(&mut self, stopping: &mut bool) {

@@ -275,11 +275,6 @@ impl Campaign {
         self
     }
 
-    /// The key prefix of the election.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Our tenure, if we have one.
     pub fn tenure(&self) -> Option<Tenure> {
         self.leading
@@ -290,7 +285,7 @@ impl Campaign {
         self.leading.map(|t| t.valid_until)
     }
 
-    /// Our lease, if we hold one (for the executor's keep-alive stream).
+    /// Our lease, if we hold one.
     pub fn lease_id(&self) -> Option<i64> {
         self.lease.map(|l| l.id)
     }

@@ -178,11 +178,11 @@ impl<P: Publisher> EtcdElector<P> {
     }
 
     fn timer_for(&self, t: Instant) -> Instant {
-        let due = clock::timer_for(t + Duration::from_millis(1));
-        match self.campaign.tenure() {
-            Some(_) => due.min(Instant::now() + self.params.retry_period),
-            None => due,
-        }
+        crate::election::elector::timer_for(
+            t,
+            self.campaign.tenure().is_some(),
+            self.params.retry_period,
+        )
     }
 
     fn stop(&mut self, stopping: &mut bool) {
