@@ -48,6 +48,7 @@ pub mod kube_store;
 pub mod metrics;
 pub mod notify;
 pub mod podlabel;
+pub mod shards;
 pub mod shutdown;
 pub mod status;
 pub mod timings;
