@@ -22,8 +22,10 @@ use crate::config::{self, Cli, LogFormat, OnLost, Settings, EXIT_LOST, EXIT_USAG
 use crate::election::{Elector, ElectorConfig, Transition};
 #[cfg(feature = "etcd")]
 use crate::etcd::{EtcdConfig, EtcdElector, EtcdError};
+use crate::kube_store::KubeGroupStore;
 use crate::kube_store::KubeLeaseStore;
 use crate::metrics::{MeasuredStore, Metrics};
+use crate::shards::{Group, GroupParams, Member, ShardsIdentity, ShardsRx};
 use crate::status::{self, Identity, StatusRx, StatusTx};
 use crate::{appcheck, events, hooks, http, notify, podlabel, shutdown};
 
@@ -229,6 +231,7 @@ impl App {
                     #[cfg(feature = "etcd")]
                     Store::Etcd(..) => "etcd",
                 },
+                settings.shards,
             )
             .map_err(AppError::Metrics)?,
         );
@@ -285,6 +288,7 @@ impl App {
             );
             rx
         });
+        let mut shards: Option<ShardsRx> = None;
         let (client, control, campaign) = match store {
             Store::Kubernetes(client) => {
                 let store = MeasuredStore::new(
@@ -293,11 +297,32 @@ impl App {
                 );
                 let mut elector = Elector::new(store, elector_cfg, status_tx);
                 let control = elector.control();
+                let (health, member) = match s.shards {
+                    None => (health, None),
+                    Some(n) => {
+                        let (member, shards_rx) =
+                            shard_member(&s, n, &client, &namespace, &status, &metrics);
+                        shards = Some(shards_rx.clone());
+                        // The coordinator is elected among the replicas whose --shards agrees
+                        // with the group's (and whose app is healthy, with --app-check).
+                        (Some(coordinator_health(health, shards_rx)), Some(member))
+                    }
+                };
                 if let Some(rx) = health {
                     elector = elector.with_app_health(rx);
                 }
-                let run = elector.run(shutdown.clone()).instrument(span.clone());
-                let run: CampaignRun = Box::pin(run);
+                let elector = elector.run(shutdown.clone()).instrument(span.clone());
+                let run: CampaignRun = match member {
+                    None => Box::pin(elector),
+                    Some(member) => {
+                        let member = member
+                            .run(shutdown.clone())
+                            .instrument(info_span!("shards", group = %s.lease_name, identity = %s.params.identity));
+                        Box::pin(async move {
+                            tokio::join!(elector, member);
+                        })
+                    }
+                };
                 (Some(client), control, run)
             }
             #[cfg(feature = "etcd")]
@@ -322,7 +347,7 @@ impl App {
         let listeners = [
             tokio::spawn(http::serve(
                 api_listener,
-                http::router(status.clone(), Some(control)),
+                http::router(status.clone(), Some(control), shards.clone()),
                 "http api",
                 servers.clone(),
                 s.http_limits,
@@ -459,4 +484,79 @@ impl App {
         info!("leaderd stopped");
         ExitCode::SUCCESS
     }
+}
+
+/// The shard group's executor (`--shards n`), fed by the coordinator's tenure of the group's
+/// ordinary Lease, and the reading side of what it publishes (also attached to the metrics).
+fn shard_member(
+    s: &Settings,
+    n: u32,
+    client: &kube::Client,
+    namespace: &str,
+    status: &StatusRx,
+    metrics: &Arc<Metrics>,
+) -> (Member<KubeGroupStore>, ShardsRx) {
+    let group = Group::new(
+        GroupParams {
+            group: s.lease_name.clone(),
+            shards: n,
+            params: s.params.clone(),
+            release_on_shutdown: s.release_on_shutdown,
+        },
+        fastrand::u64(..),
+    );
+    let (tenure_tx, tenure_rx) = tokio::sync::watch::channel(None);
+    let mut st = status.clone();
+    tokio::spawn(async move {
+        loop {
+            let t = st.state().view.tenure;
+            tenure_tx.send_if_modified(|old| {
+                let changed = *old != t;
+                *old = t;
+                changed
+            });
+            if st.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let store = KubeGroupStore::new(client.clone(), namespace, &s.lease_name);
+    let id = ShardsIdentity {
+        group: s.lease_name.clone(),
+        namespace: namespace.to_owned(),
+        identity: s.params.identity.clone(),
+        shards: n,
+    };
+    let (member, rx) = Member::new(store, group, id, tenure_rx);
+    let observer: Arc<dyn crate::shards::ShardObserver> = metrics.clone();
+    metrics.attach_shards(rx.clone());
+    (member.with_observer(observer), rx)
+}
+
+/// The coordinator's "health": the app's (with `--app-check`) and this replica's shard count
+/// agreeing with the group's.
+fn coordinator_health(
+    app: Option<tokio::sync::watch::Receiver<bool>>,
+    mut shards: ShardsRx,
+) -> tokio::sync::watch::Receiver<bool> {
+    let agrees = |s: &ShardsRx| s.state().mismatch.is_none();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut app = app;
+    tokio::spawn(async move {
+        loop {
+            let ok = app.as_ref().is_none_or(|a| *a.borrow()) && agrees(&shards);
+            tx.send_if_modified(|old| std::mem::replace(old, ok) != ok);
+            let app_changed = async {
+                match app.as_mut() {
+                    Some(a) => a.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = shards.changed() => if r.is_err() { return },
+                ok = app_changed => if !ok { return },
+            }
+        }
+    });
+    rx
 }

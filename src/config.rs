@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// Name of the Lease to campaign for (a DNS-1123 subdomain). Required.
     #[arg(long, env = "LEADERD_LEASE_NAME")]
     pub lease_name: Option<String>,
+    /// Turn --lease-name into a shard group with shards 0..N-1 (1 to 4096), owned evenly by
+    /// the replicas and served at /shards; every replica of the group must use the same N.
+    #[arg(long, env = "LEADERD_SHARDS")]
+    pub shards: Option<u32>,
     /// The coordination store: a Kubernetes Lease, or etcd v3 (see README, "Outside
     /// Kubernetes: etcd").
     #[arg(long, env = "LEADERD_BACKEND", value_enum, default_value_t = Backend::Kubernetes)]
@@ -326,6 +330,8 @@ pub struct Settings {
     pub on_lost: OnLost,
     /// `--app-check`, when given.
     pub app_check: Option<AppCheck>,
+    /// `--shards N`: the lease names a shard group of N shards.
+    pub shards: Option<u32>,
 }
 
 /// A configuration error: the message names the flag and the fix.
@@ -441,6 +447,28 @@ impl RunArgs {
             }
             Backend::Etcd => Some(self.etcd_settings(&lease_name)?),
         };
+        if let Some(n) = self.shards {
+            if etcd.is_some() {
+                return Err(ConfigError::Bad(
+                    "--shards needs the Kubernetes backend (the etcd backend has no shard groups yet): remove --shards or --backend etcd".to_owned(),
+                ));
+            }
+            if !(1..=crate::shards::record::MAX_SHARDS).contains(&n) {
+                return Err(ConfigError::Bad(format!(
+                    "--shards {n} is out of range: use 1 to {} (every replica of the group the same)",
+                    crate::shards::record::MAX_SHARDS
+                )));
+            }
+            if !is_dns_label(&lease_name, 63) {
+                return Err(ConfigError::BadName {
+                    flag: "lease-name",
+                    value: lease_name,
+                    what: "DNS-1123 label (with --shards it is also a label value)",
+                    dots: "",
+                    max: 63,
+                });
+            }
+        }
         if etcd.is_none() && !is_dns_subdomain(&lease_name) {
             return Err(ConfigError::BadName {
                 flag: "lease-name",
@@ -604,6 +632,7 @@ impl RunArgs {
             notify_url,
             on_lost: self.on_lost,
             app_check,
+            shards: self.shards,
         })
     }
 }

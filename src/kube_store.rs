@@ -281,3 +281,147 @@ impl LeaseStore for KubeLeaseStore {
         Ok(watch_events(body))
     }
 }
+
+/// The Leases of one shard group through a kube-rs [`kube::Client`]: listed and watched with the
+/// label selector `leaderd.io/group=<group>`, each read and written by name.
+#[derive(Clone)]
+pub struct KubeGroupStore {
+    client: kube::Client,
+    namespace: Arc<str>,
+    selector: Arc<str>,
+    /// Used for list, watch and error decoding (its name is the group's).
+    lister: KubeLeaseStore,
+}
+
+impl KubeGroupStore {
+    /// The store of group `group` in `namespace`.
+    pub fn new(client: kube::Client, namespace: &str, group: &str) -> Self {
+        KubeGroupStore {
+            lister: KubeLeaseStore::new(client.clone(), namespace, group),
+            client,
+            namespace: Arc::from(namespace),
+            selector: Arc::from(format!("{}={group}", crate::shards::record::GROUP_LABEL)),
+        }
+    }
+
+    fn one(&self, name: &str) -> KubeLeaseStore {
+        KubeLeaseStore::new(self.client.clone(), &self.namespace, name)
+    }
+}
+
+impl crate::shards::GroupStore for KubeGroupStore {
+    async fn list(&self) -> Result<(Vec<StoredLease>, String), StoreError> {
+        let params = kube::core::params::ListParams::default().labels(&self.selector);
+        let req = build(self.lister.request.list(&params))?;
+        let (_, body) = self.lister.send("list", req).await?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            StoreError::unavailable(format!("list leases: the answer is not JSON: {e}"))
+        })?;
+        let rv = v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let items = v["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| StoredLease::from_json(i.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((items, rv))
+    }
+
+    async fn watch(
+        &self,
+        resource_version: String,
+    ) -> Result<BoxStream<'static, Result<crate::shards::GroupEvent, StoreError>>, StoreError> {
+        let params = WatchParams::default()
+            .labels(&self.selector)
+            .timeout(self.lister.watch_timeout_secs);
+        let req = build(self.lister.request.watch(&params, &resource_version))?;
+        let (parts, body) = self.lister.send_raw("watch", req).await?.into_parts();
+        if !parts.status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err(self
+                .lister
+                .error("watch", parts.status, &parts.headers, &bytes));
+        }
+        Ok(group_events(body))
+    }
+
+    async fn get(&self, name: &str) -> Result<StoredLease, StoreError> {
+        self.one(name).get().await
+    }
+
+    async fn create(&self, name: &str, object: Value) -> Result<StoredLease, StoreError> {
+        self.one(name).create(object).await
+    }
+
+    async fn replace(&self, name: &str, object: Value) -> Result<StoredLease, StoreError> {
+        self.one(name).replace(object).await.map(|(l, _)| l)
+    }
+}
+
+/// A group watch body as [`crate::shards::GroupEvent`]s (the DELETED events keep their name).
+fn group_events(
+    body: kube::client::Body,
+) -> BoxStream<'static, Result<crate::shards::GroupEvent, StoreError>> {
+    use crate::shards::GroupEvent;
+    let frames = body.into_data_stream();
+    stream::unfold(
+        (frames, BytesMut::new(), false),
+        |(mut frames, mut buf, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line = buf.split_to(pos + 1);
+                    let line = &line[..pos];
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let ev = decode_group_line(line);
+                    let end = ev.is_err() || matches!(ev, Ok(GroupEvent::Expired));
+                    return Some((ev, (frames, buf, end)));
+                }
+                match frames.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => {
+                        let e = StoreError::unavailable(format!("watch stream broke: {e}"));
+                        return Some((Err(e), (frames, buf, true)));
+                    }
+                    None if buf.iter().all(u8::is_ascii_whitespace) => return None,
+                    None => {
+                        let ev = decode_group_line(&buf.split());
+                        return Some((ev, (frames, buf, true)));
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+fn decode_group_line(line: &[u8]) -> Result<crate::shards::GroupEvent, StoreError> {
+    use crate::shards::GroupEvent;
+    let v: Value = serde_json::from_slice(line).map_err(|e| {
+        StoreError::unavailable(format!("watch sent something that is not JSON: {e}"))
+    })?;
+    if v.get("type").and_then(Value::as_str) == Some("DELETED") {
+        let name = v["object"]["metadata"]["name"].as_str().unwrap_or("");
+        return Ok(GroupEvent::Deleted(name.to_owned()));
+    }
+    Ok(match decode_watch_line(line)? {
+        WatchEvent::Put(l) => GroupEvent::Put(l),
+        WatchEvent::Deleted => GroupEvent::Deleted(String::new()),
+        WatchEvent::Expired => GroupEvent::Expired,
+        WatchEvent::Bookmark(rv) => GroupEvent::Bookmark(rv),
+    })
+}

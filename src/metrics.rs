@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::election::{LeaseStore, LossReason, StoreError, StoredLease, Transition, WatchEvent};
 use crate::http::ListenerStats;
+use crate::shards::{MoveReason, ShardObserver, ShardTransition, ShardsRx, WriteKind};
 use crate::status::{StatusRx, Transitions};
 
 /// The metrics of one leaderd.
@@ -48,6 +49,18 @@ pub struct Metrics {
     http_refused: IntCounterVec,
     app_healthy: IntGauge,
     app_checks: IntCounterVec,
+    shards: Option<ShardMetrics>,
+}
+
+/// The metrics of a shard group (`--shards`).
+struct ShardMetrics {
+    rx: std::sync::Mutex<Option<ShardsRx>>,
+    configured: IntGauge,
+    owned: IntGauge,
+    members: IntGauge,
+    mismatch: IntGauge,
+    moves: IntCounterVec,
+    writes: IntCounterVec,
 }
 
 /// The HTTP listeners whose connections are counted.
@@ -58,7 +71,14 @@ impl Metrics {
     /// `app_check`: whether `--app-check` is configured (only then are its series exported).
     /// `backend`: the coordination store ("kubernetes" or "etcd"), exported as
     /// `leaderd_backend_info`.
-    pub fn new(status: StatusRx, app_check: bool, backend: &str) -> prometheus::Result<Self> {
+    /// `shards`: the shard count with `--shards` (only then are the shard series exported; the
+    /// group's view is attached with [`Metrics::attach_shards`]).
+    pub fn new(
+        status: StatusRx,
+        app_check: bool,
+        backend: &str,
+        shards: Option<u32>,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let id = status.id.clone();
         let opts = |name: &str, help: &str| {
@@ -195,7 +215,67 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let shards = match shards {
+            None => None,
+            Some(n) => {
+                let configured = reg!(IntGauge::with_opts(opts(
+                    "leaderd_shards",
+                    "The shard count N this replica was started with (--shards)."
+                ))?);
+                configured.set(i64::from(n));
+                let m = ShardMetrics {
+                    rx: std::sync::Mutex::new(None),
+                    configured,
+                    owned: reg!(IntGauge::with_opts(opts(
+                        "leaderd_shards_owned",
+                        "Shards this replica may act on now."
+                    ))?),
+                    members: reg!(IntGauge::with_opts(opts(
+                        "leaderd_shard_group_members",
+                        "Live members of the shard group as this replica sees them."
+                    ))?),
+                    mismatch: reg!(IntGauge::with_opts(opts(
+                        "leaderd_shard_group_mismatch",
+                        "1 while the group's shard count differs from this replica's --shards, else 0."
+                    ))?),
+                    moves: reg!(IntCounterVec::new(
+                        opts(
+                            "leaderd_shard_moves_total",
+                            "Shards given to a new owner or epoch by this replica as coordinator, by reason."
+                        ),
+                        &["reason"]
+                    )?),
+                    writes: reg!(IntCounterVec::new(
+                        opts(
+                            "leaderd_shard_writes_total",
+                            "Successful writes of this replica to the group's Leases, by kind."
+                        ),
+                        &["kind"]
+                    )?),
+                };
+                for r in [
+                    MoveReason::Rebalance,
+                    MoveReason::MemberLost,
+                    MoveReason::Restart,
+                    MoveReason::Lapsed,
+                ] {
+                    m.moves.with_label_values(&[r.as_str()]);
+                }
+                for k in [
+                    WriteKind::Renew,
+                    WriteKind::Ack,
+                    WriteKind::Claim,
+                    WriteKind::Release,
+                    WriteKind::Assignment,
+                    WriteKind::Evict,
+                ] {
+                    m.writes.with_label_values(&[k.as_str()]);
+                }
+                Some(m)
+            }
+        };
         Ok(Metrics {
+            shards,
             registry,
             status,
             is_leader,
@@ -279,8 +359,26 @@ impl Metrics {
         }
     }
 
+    /// Read the shard group's published view at every scrape.
+    pub fn attach_shards(&self, rx: ShardsRx) {
+        if let Some(m) = &self.shards {
+            *m.rx.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+        }
+    }
+
     /// The text exposition of all metrics now.
     pub fn render(&self) -> String {
+        if let Some(m) = &self.shards {
+            let rx = m.rx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(rx) = rx {
+                let v = rx.state();
+                let now = crate::election::clock::now();
+                m.owned.set(v.owned_at(now).count() as i64);
+                m.members.set(v.members.len() as i64);
+                m.mismatch.set(i64::from(v.mismatch.is_some()));
+                let _ = &m.configured;
+            }
+        }
         let state = self.status.state();
         let changed = state
             .changed_at
@@ -299,6 +397,28 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl ShardObserver for Metrics {
+    fn request(&self, verb: &str, code: &str, took: Duration) {
+        Metrics::request(self, verb, code, took);
+    }
+
+    fn write(&self, kind: WriteKind) {
+        if let Some(m) = &self.shards {
+            m.writes.with_label_values(&[kind.as_str()]).inc();
+        }
+    }
+
+    fn transition(&self, t: &ShardTransition) {
+        if let (Some(m), ShardTransition::Moved { moves, .. }) = (&self.shards, t) {
+            for (reason, n) in moves {
+                m.moves
+                    .with_label_values(&[reason.as_str()])
+                    .inc_by(*n as u64);
+            }
+        }
     }
 }
 

@@ -36,6 +36,33 @@ fn each_invalid_flag_or_env_gets_exit_64_and_names_the_flag() {
     let cases: &[Case] = &[
         (&[], &[], "--lease-name"),
         (&["--lease-name", "Bad_Name"], &[], "--lease-name"),
+        (&["--lease-name", "x", "--shards", "0"], &[], "--shards"),
+        (&["--lease-name", "x", "--shards", "5000"], &[], "--shards"),
+        (&["--lease-name", "x", "--shards", "many"], &[], "--shards"),
+        (
+            &["--lease-name", "x"],
+            &[("LEADERD_SHARDS", "-1")],
+            "--shards",
+        ),
+        (
+            &["--lease-name", "a.b", "--shards", "4"],
+            &[],
+            "--lease-name",
+        ),
+        (
+            &[
+                "--lease-name",
+                "x",
+                "--shards",
+                "4",
+                "--backend",
+                "etcd",
+                "--etcd-endpoints",
+                "http://127.0.0.1:2379",
+            ],
+            &[],
+            "--shards",
+        ),
         (
             &["--lease-name", "x", "--namespace", "UPPER"],
             &[],

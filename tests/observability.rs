@@ -336,8 +336,24 @@ async fn dashboard_and_rules_use_only_metrics_that_exist() {
             .map(str::to_owned)
             .collect()
     };
+    // leaderd_shard* are exported only with --shards: a third candidate is a member of a group
+    // (the rules and panels of shard groups count too).
+    c.spawn("sharded", &["--shards", "4"]).await;
     let plain = families(&scrape(c.cands[0].metrics_addr).await);
     let checked = families(&scrape(c.cands[1].metrics_addr).await);
+    let sharded = families(&scrape(c.cands[2].metrics_addr).await);
+    assert_eq!(
+        sharded.difference(&plain).collect::<Vec<_>>(),
+        [
+            "leaderd_shard_group_members",
+            "leaderd_shard_group_mismatch",
+            "leaderd_shard_moves_total",
+            "leaderd_shard_writes_total",
+            "leaderd_shards",
+            "leaderd_shards_owned",
+        ],
+        "the metrics exported only with --shards"
+    );
     assert_eq!(
         checked.difference(&plain).collect::<Vec<_>>(),
         ["leaderd_app_checks_total", "leaderd_app_healthy"],
@@ -345,6 +361,7 @@ async fn dashboard_and_rules_use_only_metrics_that_exist() {
     );
     let exposed: BTreeSet<String> = checked
         .union(&plain)
+        .chain(sharded.iter())
         .flat_map(|n| {
             [
                 n.to_owned(),

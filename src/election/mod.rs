@@ -9,7 +9,8 @@ pub mod state;
 pub mod store;
 
 pub use elector::{
-    forward_health, jitter, recv_command, Command, Control, Elector, ElectorConfig, Publisher,
+    forward_health, jitter, recv_command, timer_for, Command, Control, Elector, ElectorConfig,
+    Publisher,
 };
 pub use record::{LeaseRecord, StoredLease};
 pub use state::{

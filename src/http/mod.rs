@@ -10,11 +10,13 @@
 //! | `POST /leader/release` | step down and release the lease (loopback clients only); 200 once the release is written, 409 if not leading, 503 if it could not be written |
 //! | `GET /healthz`  | 200 while the process works (also on the metrics listener)       |
 //! | `GET /readyz`   | 200 once the Lease was observed (led or not), 503 before (also on the metrics listener) |
+//! | `/shards…`      | with `--shards`: the shard group ([`shards`]); `/leader` then tells who coordinates the group |
 //! | anything else   | 404 (unknown path) or 405 (wrong method), with a JSON error body  |
 //!
 //! The listeners themselves (connection limit, idle timeout, error bodies) are [`server`].
 
 pub mod server;
+pub mod shards;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,22 +32,28 @@ use serde_json::json;
 
 pub use self::server::{bind, error, serve, Limits, ListenerStats};
 use crate::election::{Control, ReleaseOutcome};
+use crate::shards::ShardsRx;
 use crate::status::{LeaderView, StatusRx};
 
 /// The longest long-poll wait accepted.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// The router of the app-facing API; `control` serves `POST /leader/release` (503 without it).
-pub fn router(status: StatusRx, control: Option<Control>) -> Router {
-    Router::new()
+/// The router of the app-facing API; `control` serves `POST /leader/release` (503 without it);
+/// `shards` adds the shard group's routes ([`shards`]).
+pub fn router(status: StatusRx, control: Option<Control>, shards: Option<ShardsRx>) -> Router {
+    let leader_routes = Router::new()
         .route("/leader", get(leader))
         .route("/leader/ready", get(leader_ready))
         .route("/leader/stream", get(leader_stream))
         .with_state(status.clone())
         .route("/leader/release", post(release).with_state(control))
-        .merge(probes(status))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .merge(probes(status));
+    match shards {
+        Some(s) => leader_routes.merge(shards::routes(s)),
+        None => leader_routes,
+    }
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// `/healthz` and `/readyz`, also served on the metrics listener so that kubelet probes (sent to
@@ -240,7 +248,7 @@ mod tests {
     }
 
     fn router_t(rx: StatusRx) -> Router {
-        router(rx, None)
+        router(rx, None, None)
     }
 
     async fn call(router: Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {

@@ -801,14 +801,19 @@ impl Group {
                 group_shards: mismatch,
             });
         }
+        // The acknowledgement covers an assignment of another shard count too: this replica
+        // reads it and claims nothing under it, which others must be able to tell (S2).
+        if let Some((a, uid)) = self.readable_assignment() {
+            self.ack = Some(Ack { uid, gen: a.gen });
+        }
         if let Some(a) = self.valid_assignment() {
             let me = (self.p.params.identity.clone(), self.inc.clone());
             let keep =
                 |s: u32, e: i64| a.owner_of(s) == Some(&me) && a.epoch.get(s as usize) == Some(&e);
             self.drop_shards(keep, ShardLoss::Moved, out);
             self.lapsed.retain(|s, e| keep(*s, *e));
-            let uid = self.assignment_uid().unwrap_or_default();
-            self.ack = Some(Ack { uid, gen: a.gen });
+        } else if self.mismatch.is_some() {
+            self.drop_shards(|_, _| false, ShardLoss::Moved, out);
         }
     }
 
@@ -824,18 +829,23 @@ impl Group {
             .map(|a| a.n)
     }
 
-    /// S4: the assignment, if it may be acted on.
-    fn valid_assignment(&self) -> Option<Assignment> {
+    /// S4: the assignment and its uid if it decodes and is not behind an acknowledgement seen
+    /// (whatever its shard count).
+    fn readable_assignment(&self) -> Option<(&Assignment, String)> {
         let seen = self.assignment.as_ref()?;
         let uid = seen.lease.uid.as_ref()?;
-        let a = seen.assigned.clone()?;
-        if a.n != self.p.shards {
-            return None;
-        }
+        let a = seen.assigned.as_ref()?;
         if self.gen_hi.get(uid).is_some_and(|g| *g > a.gen) {
             return None;
         }
-        Some(a)
+        Some((a, uid.clone()))
+    }
+
+    /// S4: the assignment, if it may be acted on (readable, and of this replica's count).
+    fn valid_assignment(&self) -> Option<Assignment> {
+        self.readable_assignment()
+            .filter(|(a, _)| a.n == self.p.shards)
+            .map(|(a, _)| a.clone())
     }
 
     // ----- decide -----

@@ -10,6 +10,8 @@
 //!   candidates start with [`Candidate::spawn_etcd`]), and [`HoldProxy`], a network cut in
 //!   front of one of them;
 //! - [`sampler`]: [`Sampler`], every candidate's `/leader` polled continuously;
+//! - [`shards`]: every replica's `/shards` polled, per-shard tenures checked, and the test
+//!   server's commit log checked for two live member records listing one shard;
 //! - [`tenures`]: [`SampledTenure`]s from the samples and the safety [`check`] over them;
 //! - [`sse`]: the one client of `GET /leader/stream` (Server-Sent Events);
 //! - [`http`], [`kubeconfig`], [`procfs`]: plain GETs, the kubeconfig writer, /proc figures;
@@ -26,6 +28,7 @@ pub mod process;
 pub mod procfs;
 pub mod runtime;
 pub mod sampler;
+pub mod shards;
 pub mod sse;
 pub mod tenures;
 

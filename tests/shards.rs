@@ -1,0 +1,198 @@
+//! Shard groups as processes: the real leaderd binary (`--shards 12`) against the Lease API
+//! test server. Every replica's `/shards` is sampled throughout (no shard owned twice at once,
+//! epochs rising) and the server's commit log is checked (no two live member records ever
+//! list one shard).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{D, NS, P, R};
+use leaderd_testkit::harness::shards::{CommitChecker, ShardSampler};
+use leaderd_testkit::harness::{Cluster, ClusterOptions};
+use tokio::time::Instant;
+
+const GROUP: &str = "work";
+
+async fn group(n: usize, shards: &str) -> (Cluster, ShardSampler, CommitChecker) {
+    let mut o: ClusterOptions = common::options();
+    o.lease = GROUP.into();
+    let mut c = Cluster::start(o, 0).await.expect("test server starts");
+    let checker = CommitChecker::start(&c.server, NS, GROUP);
+    let sampler = ShardSampler::start(Duration::from_millis(10));
+    for i in 1..=n {
+        let name = format!("c{i}");
+        let cand = c.spawn(&name, &["--shards", shards]).await;
+        sampler.add(&name, cand.addr);
+    }
+    (c, sampler, checker)
+}
+
+fn owners(s: &ShardSampler) -> BTreeMap<u32, (String, Option<i64>)> {
+    let mut out = BTreeMap::new();
+    for (who, d) in s.latest() {
+        for e in d.shards.iter().filter(|e| e.is_owner) {
+            out.insert(e.id, (who.clone(), e.epoch));
+        }
+    }
+    out
+}
+
+fn each_owns(
+    want: &'static [(&'static str, usize)],
+) -> impl Fn(&std::collections::HashMap<String, leaderd::shards::ShardsDoc>) -> bool {
+    move |latest| {
+        want.iter().all(|(who, n)| {
+            latest
+                .get(*who)
+                .is_some_and(|d| d.shards.iter().filter(|s| s.is_owner).count() == *n)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_balance_move_by_release_on_join_and_leave_and_recover_from_a_crash() {
+    let (mut c, s, log) = group(3, "12").await;
+    let cold = s
+        .wait_for(D * 3, each_owns(&[("c1", 4), ("c2", 4), ("c3", 4)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 4/4/4: {o:?}"));
+    eprintln!("balanced from cold in {cold:?}");
+    let before = owners(&s);
+
+    // A join: 3/3/3/3 within about a second, moving only the 3 shards balance needs.
+    let cand = c.spawn("c4", &["--shards", "12"]).await;
+    s.add("c4", cand.addr);
+    let joined = Instant::now();
+    s.wait_for(D, each_owns(&[("c1", 3), ("c2", 3), ("c3", 3), ("c4", 3)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 3/3/3/3: {o:?}"));
+    let took = joined.elapsed();
+    assert!(took <= Duration::from_millis(1500), "join took {took:?}");
+    let after = owners(&s);
+    let moved: Vec<u32> = after
+        .iter()
+        .filter(|(id, (who, _))| before.get(id).map(|b| &b.0) != Some(who))
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(moved.len(), 3, "moved {moved:?}");
+    for id in &moved {
+        assert!(after[id].1 > before[id].1, "shard {id}: the epoch rose");
+        assert_eq!(after[id].0, "c4");
+    }
+
+    // Steady state: members renew every 3R/5, the coordinator its Lease; nothing else.
+    let from = Instant::now().into_std();
+    tokio::time::sleep(D).await;
+    let writes = c
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "update" && r.at >= from)
+        .count();
+    let per_interval = writes as f64 / (D.as_secs_f64() / (R.as_secs_f64() * 3.0 / 5.0));
+    assert!(
+        per_interval <= 5.5,
+        "{writes} writes in {D:?}: {per_interval} per renew interval for 4 members"
+    );
+
+    // A graceful leave (SIGTERM): its shards are owned again within about a second.
+    let before = owners(&s);
+    let left = Instant::now();
+    c.get("c2").signal(libc_sigterm());
+    s.wait_for(D, each_owns(&[("c1", 4), ("c3", 4), ("c4", 4)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 4/4/4 after the leave: {o:?}"));
+    let took = left.elapsed();
+    assert!(took <= Duration::from_millis(1500), "leave took {took:?}");
+    let exit = c.get("c2").wait_exit(D).await.expect("c2 exits");
+    assert_eq!(exit.code(), Some(0));
+    s.remove("c2");
+    let after = owners(&s);
+    for (id, (who, _)) in &before {
+        if who == "c2" {
+            assert!(after[id].1 > before[id].1, "shard {id}: the epoch rose");
+        }
+    }
+
+    // kill -9: owned again within lease duration + retry period.
+    let crashed = Instant::now();
+    c.get("c3").kill9();
+    s.remove("c3");
+    s.wait_for(D + P * 8, each_owns(&[("c1", 6), ("c4", 6)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 6/6 after the crash: {o:?}"));
+    let took = crashed.elapsed();
+    assert!(
+        took <= D + P + Duration::from_millis(300),
+        "crash recovery took {took:?}"
+    );
+    assert!(
+        took >= R,
+        "owned again before the crashed replica's claims ended: {took:?}"
+    );
+
+    let tenures = s.check().unwrap_or_else(|e| panic!("{e}"));
+    let commits = log.result().unwrap_or_else(|e| panic!("{e:?}"));
+    eprintln!("{tenures} sampled shard tenures, {commits} member commits checked");
+    c.assert_safe();
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_with_another_shard_count_is_reported_and_harmless() {
+    let (mut c, s, log) = group(2, "12").await;
+    s.wait_for(D * 3, each_owns(&[("c1", 6), ("c2", 6)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 6/6: {o:?}"));
+    let odd = c.spawn("c3", &["--shards", "5"]).await;
+    s.add("c3", odd.addr);
+    let metrics = odd.metrics_addr;
+    // Reported: a log line with the fix, and the metric.
+    let deadline = Instant::now() + D;
+    loop {
+        let logs = c.get("c3").logs().join("\n");
+        if logs.contains("another --shards than its group") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no mismatch report: {logs}");
+        tokio::time::sleep(P).await;
+    }
+    let text = leaderd_testkit::harness::http::get(
+        &leaderd_testkit::harness::http::http_client(),
+        metrics,
+        "/metrics",
+    )
+    .await
+    .expect("metrics");
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("leaderd_shard_group_mismatch{lease=\"work\",namespace=\"default\"} 1"),
+        "{text}"
+    );
+    // Harmless: the others keep 6/6 and the odd one owns nothing, also after the coordinator
+    // dies (the odd one never coordinates).
+    let coordinator = c.leader(D, &[]).await.0;
+    assert_ne!(coordinator, "c3");
+    tokio::time::sleep(D).await;
+    assert_eq!(s.owned()["c3"], 0);
+    let other = if coordinator == "c1" { "c2" } else { "c1" };
+    c.get(&coordinator).kill9();
+    s.remove(&coordinator);
+    let want: &'static [(&'static str, usize)] = if other == "c1" {
+        &[("c1", 12)]
+    } else {
+        &[("c2", 12)]
+    };
+    s.wait_for(D * 3, each_owns(want))
+        .await
+        .unwrap_or_else(|o| panic!("the survivor does not own all 12: {o:?}"));
+    assert_eq!(s.owned()["c3"], 0);
+    assert_eq!(c.leader(D, &[&coordinator]).await.0, other);
+    s.check().unwrap_or_else(|e| panic!("{e}"));
+    log.result().unwrap_or_else(|e| panic!("{e:?}"));
+}
