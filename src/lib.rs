@@ -25,6 +25,7 @@
 //! - [`appcheck`]: `--app-check`, leaderd's own check of the app, an input to the election
 //!   like the store (leadership follows the app's health).
 //! - [`config`]: flags and environment, validated before anything starts.
+//! - [`configfile`]: `--config FILE`, a YAML file of leases and shard groups, each with its timing.
 //! - [`timings`]: `leaderd timings`, what the timing flags buy and cost (no cluster needed).
 //! - [`shutdown`]: SIGTERM/SIGINT as one cancellation token.
 //! - [`app`]: the whole program (flags to exit code) and its one shutdown plan; `main.rs` only
@@ -38,6 +39,7 @@
 pub mod app;
 pub mod appcheck;
 pub mod config;
+pub mod configfile;
 pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
