@@ -155,6 +155,8 @@ check "helm 4 lint --strict (app check)" "$HELM" lint --strict "$CHART" \
 check "helm 4 lint --strict (backend etcd, TLS Secret, demo)" "$HELM" lint --strict "$CHART" \
   --set example.enabled=true --set backend=etcd --set 'etcd.endpoints={https://127.0.0.1:1}' \
   --set etcd.prefix=/leaderd/ --set etcd.tls.secretName=etcd-client
+check "helm 4 lint --strict (shard group, configFile, demo)" "$HELM" lint --strict "$CHART" \
+  --set example.enabled=true --set shards=12 --set-string 'configFile=leases: []'
 check "helm 3 lint --strict" "$HELM3" lint --strict "$CHART"
 check "helm 3 lint --strict (backend etcd, TLS Secret, demo)" "$HELM3" lint --strict "$CHART" \
   --set example.enabled=true --set backend=etcd --set 'etcd.endpoints={https://127.0.0.1:1}' \
@@ -204,6 +206,17 @@ fails_with "non-integer --set appCheck.successes=one fails on the schema" "appCh
 fails_with "typo --set appCheck.timout=1s fails on the schema" "'timout' not allowed" --set appCheck.timout=1s
 fails_with "an app-check flag the chart renders, repeated in extraArgs, fails with a clear message" "would get --app-check-interval twice" \
   --set example.enabled=true --set appCheck.url=http://127.0.0.1:8080/healthz --set 'extraArgs={--app-check-interval=5s}'
+# Shard groups: --shards is 1..4096 (0: off), and the group name is a label value.
+fails_with "--set shards=5000 fails on the schema (1..4096, 0: off)" "shards" --set shards=5000
+fails_with "negative --set shards=-1 fails on the schema" "shards" --set shards=-1
+fails_with "non-integer --set shards=twelve fails on the schema" "shards" --set shards=twelve
+fails_with "non-string --set configFile=... (a map) fails on the schema" "configFile" --set configFile.leases=x
+fails_with "shards with a lease name of 64 characters fails with a clear message (label leaderd.io/group)" \
+  "must be at most 63 characters" --set shards=3 --set "lease.name=$(printf 'g%.0s' {1..64})"
+fails_with "--shards repeated in extraArgs fails with a clear message" "would get --shards twice" \
+  --set example.enabled=true --set shards=12 --set 'extraArgs={--shards=4}'
+fails_with "--config repeated in extraArgs fails with a clear message" "would get --config twice" \
+  --set example.enabled=true --set-string 'configFile=leases: []' --set 'extraArgs={--config=/tmp/x.yaml}'
 # backend etcd: the schema (enum, typos, URLs, endpoints required), then the template's own checks
 # of what leaderd would refuse with etcd (exit code 64).
 ETCD=(--set backend=etcd --set 'etcd.endpoints={http://127.0.0.1:1}')
@@ -224,6 +237,12 @@ fails_with "backend=etcd with events.enabled=true fails with a clear message" "e
   "${ETCD[@]}" --set events.enabled=true
 fails_with "backend=etcd with lease.namespace fails with a clear message" "lease.namespace is Kubernetes-only" \
   "${ETCD[@]}" --set lease.namespace=leases
+fails_with "backend=etcd with shards=12 fails with a clear message (no shard groups on etcd yet)" "shards is Kubernetes-only" \
+  "${ETCD[@]}" --set shards=12
+fails_with "backend=etcd with shards=12 and the demo fails with a clear message" "shards is Kubernetes-only" \
+  "${ETCD[@]}" --set example.enabled=true --set shards=12
+fails_with "backend=etcd with configFile fails with a clear message" "configFile is Kubernetes-only" \
+  "${ETCD[@]}" --set-string 'configFile=leases: []'
 fails_with "an etcd flag the chart renders, repeated in extraArgs, fails with a clear message" "would get --etcd-prefix twice" \
   "${ETCD[@]}" --set example.enabled=true --set etcd.prefix=/a/ --set 'extraArgs={--etcd-prefix=/b/}'
 
@@ -262,6 +281,11 @@ accepts() {
     local args=() envs=()
     mapfile -d '' -t args <"$argsfile"
     mapfile -d '' -t envs <"$argsfile.env"
+    # --config names the configFile ConfigMap's mount: hand the binary the rendered text instead.
+    local j
+    for j in "${!args[@]}"; do
+      if [[ "${args[$j]}" == --config=/etc/leaderd/* ]]; then args[$j]="--config=$argsfile.config.yaml"; fi
+    done
     if [[ " ${args[*]} " != *" --backend=etcd "* ]]; then
       out="$(env -i PATH=/usr/bin:/bin HOME="$TMP" KUBECONFIG="$TMP/no-such-kubeconfig" \
         "${envs[@]}" timeout 10 "$LEADERD_BIN" "${args[@]}" 2>&1)"
@@ -312,6 +336,10 @@ for d in docs:
                     field = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
                     if e["name"] in ("POD_NAME", "POD_NAMESPACE") and field in FAKE:
                         f.write(f"{e['name']}={FAKE[field]}".encode() + b"\0")
+            for cm in docs:
+                if cm.get("kind") == "ConfigMap" and "config.yaml" in (cm.get("data") or {}):
+                    with open(path + ".config.yaml", "w") as f:
+                        f.write(cm["data"]["config.yaml"])
             sys.stdout.write(path + "\0")
 PY
 )
@@ -430,6 +458,35 @@ case_ app-check-tcp "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"demo-le
   \"args\":{\"--app-check\":\"tcp://127.0.0.1:5432\",\"--app-check-interval\":\"2s\",
     \"--app-check-timeout\":\"1s\",\"--app-check-failures\":\"3\",\"--app-check-successes\":\"1\"}}" \
   --set example.enabled=true --set appCheck.url=tcp://127.0.0.1:5432
+
+# Shard groups: --shards=12 with the namespace-wide lease rule (get, list, watch, create, update;
+# no resourceNames, no delete, no patch); then a configFile: its ConfigMap, the read-only mount at
+# /etc/leaderd and --config (also namespace-wide), in the native sidecar next to an extra mount.
+# (The defaults case above asserts that without either there is no list and no namespace-wide watch.)
+case_ shards "{\"kinds\":[$RBAC_KINDS,\"Deployment\"],\"lease\":\"orders\",\"sa\":\"demo-leaderd\",\"sa_created\":true,
+  \"sidecar\":\"containers\",\"probes\":true,\"shards\":12}" \
+  --set example.enabled=true --set lease.name=orders --set shards=12
+
+case_ shards-no-demo "{\"kinds\":[$RBAC_KINDS],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",\"shards\":4096}" \
+  --set shards=4096
+
+# configFile is YAML text for leaderd (the chart does not read it); the binary is handed the same
+# text when it checks the rendered args.
+CONFIG_TEXT=$'# leaderd --config (scripts/check-chart.sh)\nleases:\n  - name: reports\n'
+printf '%s' "$CONFIG_TEXT" >"$TMP/configFile-value.txt"
+CONFIG_JSON="$("${PY[@]}" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$CONFIG_TEXT")"
+case_ config-file "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"ConfigMap\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
+  \"sa_created\":true,\"sidecar\":\"initContainers\",\"probes\":true,
+  \"config\":{\"name\":\"demo-leaderd-config\",\"text\":$CONFIG_JSON},
+  \"volume_mounts\":[{\"name\":\"hooks\",\"mountPath\":\"/hooks\",\"readOnly\":true}]}" \
+  --set example.enabled=true --set example.nativeSidecar=true --set-file "configFile=$TMP/configFile-value.txt" \
+  --set 'extraVolumeMounts[0].name=hooks' --set 'extraVolumeMounts[0].mountPath=/hooks' \
+  --set 'extraVolumeMounts[0].readOnly=true'
+
+case_ shards-and-config-file "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"ConfigMap\"],\"lease\":\"orders\",\"sa\":\"demo-leaderd\",
+  \"sidecar\":\"containers\",\"probes\":true,\"shards\":12,
+  \"config\":{\"name\":\"demo-leaderd-config\",\"text\":$CONFIG_JSON}}" \
+  --set example.enabled=true --set lease.name=orders --set shards=12 --set-file "configFile=$TMP/configFile-value.txt"
 
 # Backend etcd: no Role/RoleBinding, a token-less ServiceAccount, --backend=etcd and the endpoints,
 # no Kubernetes-only flag. Plain http (regular sidecar, no prefix, events.enabled=false allowed),
@@ -557,6 +614,7 @@ else
 fi
 check "manifests/*.yaml pass kubernetes-validate --strict -k 1.30.0" \
   "${KV[@]}" --strict --quiet -k 1.30.0 manifests/rbac.yaml manifests/example-deployment.yaml \
-  manifests/podmonitor.yaml manifests/prometheus-rule.yaml manifests/grafana-dashboard.yaml
+  manifests/podmonitor.yaml manifests/prometheus-rule.yaml manifests/grafana-dashboard.yaml \
+  manifests/shards-example.yaml
 
 finish

@@ -35,6 +35,15 @@ them. SPEC keys (all optional but `kinds`):
                 container gets POD_NAME but not POD_NAMESPACE. Without it (backend kubernetes) no
                 --backend or --etcd-* flag, no volume and no automountServiceAccountToken may be
                 rendered.
+  shards        N > 0: a shard group. The args must carry --shards=N, and the lease rules of the
+                Role must be exactly one namespace-wide rule (no resourceNames): leases get, list,
+                watch, create, update. Without it (and without config) no --shards, and the Role
+                must not grant list, nor watch beyond the one Lease (resourceNames).
+  config        {"name": CONFIGMAP, "text": TEXT}: configFile. One ConfigMap CONFIGMAP with exactly
+                data config.yaml: TEXT, the args --config=/etc/leaderd/config.yaml, the read-only
+                mount leaderd-config at /etc/leaderd, the pod volume leaderd-config from that
+                ConfigMap (mode 0444), and the namespace-wide lease rule as with shards. Without
+                it: no --config, no such mount or volume, and no ConfigMap but the dashboard's.
 """
 
 import json
@@ -47,6 +56,11 @@ render_path, help_path, spec_json = sys.argv[1:4]
 spec = json.loads(spec_json)
 ETCD = spec.get("etcd")
 ETCD_TLS_DIR = "/etc/leaderd/etcd-tls"
+SHARDS = spec.get("shards") or 0
+CONFIG = spec.get("config")
+CONFIG_DIR = "/etc/leaderd"
+# leaderd works on more Leases than lease.name: the lease rules are namespace-wide.
+LEASE_GROUPS = SHARDS > 0 or CONFIG is not None
 docs = [d for d in yaml.safe_load_all(open(render_path)) if d]
 help_text = open(help_path).read()
 HELP_FLAGS = set(re.findall(r"(?m)^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)", help_text))
@@ -97,10 +111,15 @@ if pod_ns:
            f"bindings {[b['metadata'] for b in pod_rbs]}")
 if roles:
     lease = spec["lease"]
-    expected = [
-        (("coordination.k8s.io",), ("leases",), (lease,), ("get", "update", "watch")),
-        (("coordination.k8s.io",), ("leases",), None, ("create",)),
-    ]
+    if LEASE_GROUPS:
+        expected = [
+            (("coordination.k8s.io",), ("leases",), None, ("get", "list", "watch", "create", "update")),
+        ]
+    else:
+        expected = [
+            (("coordination.k8s.io",), ("leases",), (lease,), ("get", "update", "watch")),
+            (("coordination.k8s.io",), ("leases",), None, ("create",)),
+        ]
     if spec.get("events", True):
         expected.append((("events.k8s.io",), ("events",), None, ("create", "patch")))
     if spec.get("pods", False) and not pod_ns:
@@ -118,8 +137,23 @@ if roles:
            "no delete (or *) verb and no cluster-wide RBAC", f"verbs {verbs}")
     lease_rules = [r for r in roles[0]["rules"] if "leases" in r.get("resources", [])
                    and any(v in r.get("verbs", []) for v in ("get", "update", "watch"))]
-    report(bool(lease_rules) and all(r.get("resourceNames") == [lease] for r in lease_rules),
-           f"lease get/update/watch rule carries resourceNames [{lease}]", f"got {lease_rules}")
+    all_lease_rules = [r for role in of_kind("Role") for r in role.get("rules", [])
+                       if "leases" in r.get("resources", [])]
+    lease_verbs = [v for r in all_lease_rules for v in r.get("verbs", [])]
+    if LEASE_GROUPS:
+        why = " and ".join(w for w, on in ((f"shards={SHARDS}", SHARDS > 0), ("configFile", CONFIG is not None)) if on)
+        report(bool(lease_rules) and all("resourceNames" not in r for r in lease_rules)
+               and all(v in lease_verbs for v in ("get", "list", "watch", "create", "update")),
+               f"lease rule is namespace-wide (no resourceNames) with get, list, watch, create, update ({why})",
+               f"got {all_lease_rules}")
+    else:
+        report(bool(lease_rules) and all(r.get("resourceNames") == [lease] for r in lease_rules),
+               f"lease get/update/watch rule carries resourceNames [{lease}]", f"got {lease_rules}")
+        report("list" not in lease_verbs
+               and all(r.get("resourceNames") == [lease] for r in all_lease_rules if "watch" in r.get("verbs", [])),
+               f"no list of leases, and watch only on [{lease}] (no shard group, no configFile)",
+               f"got {all_lease_rules}")
+    report("patch" not in lease_verbs, "no patch on leases", f"got {all_lease_rules}")
     rb = [b for b in of_kind("RoleBinding") if not b["metadata"]["name"].endswith("-pod-label")]
     subj = rb[0]["subjects"] if rb else []
     report(len(rb) == 1 and rb[0]["roleRef"]["name"] == roles[0]["metadata"]["name"]
@@ -216,6 +250,12 @@ if spec.get("sidecar"):
         stray = [f for f in ETCD_FLAGS if f in av]
         report(not stray, "args: no --backend and no --etcd-* flag (backend kubernetes, the default)",
                f"got {stray}")
+    want_groups = {"--shards": str(SHARDS) if SHARDS > 0 else None,
+                   "--config": f"{CONFIG_DIR}/config.yaml" if CONFIG is not None else None}
+    have_groups = {f: av.get(f) for f in want_groups}
+    report(have_groups == want_groups and all(flags.count(f) <= 1 for f in want_groups),
+           "args: " + ", ".join(f"{f}={v}" if v is not None else f"no {f}" for f, v in want_groups.items()),
+           f"got {have_groups}")
     key = spec.get("pod_label_key", "leaderd.io/role")
     if spec.get("pods", False):
         report(av.get("--label-pod") == "true" and av.get("--pod-label-key") == key,
@@ -239,6 +279,8 @@ if spec.get("sidecar"):
            f"got {args}")
     mounts = c.get("volumeMounts", [])
     want_mounts = list(spec.get("volume_mounts", []))
+    if CONFIG is not None:
+        want_mounts.insert(0, {"name": "leaderd-config", "mountPath": CONFIG_DIR, "readOnly": True})
     if ETCD and ETCD.get("tls_secret"):
         want_mounts.insert(0, {"name": "leaderd-etcd-tls", "mountPath": ETCD_TLS_DIR, "readOnly": True})
     report(mounts == want_mounts, f"leaderd volumeMounts are {want_mounts or 'none'}", f"got {mounts}")
@@ -251,6 +293,15 @@ if spec.get("sidecar"):
                f"pod volume leaderd-etcd-tls is Secret {ETCD['tls_secret']} (mode 0444)", f"got {tls_volumes}")
     else:
         report(not tls_volumes, "no leaderd-etcd-tls volume", f"got {tls_volumes}")
+    config_volumes = [v for p in pods for v in p.get("volumes", []) if v.get("name") == "leaderd-config"]
+    if CONFIG is not None:
+        report(len(config_volumes) == len(pods) and all(
+                   v.get("configMap", {}).get("name") == CONFIG["name"]
+                   and v["configMap"].get("defaultMode") == 0o444 and set(v) == {"name", "configMap"}
+                   for v in config_volumes),
+               f"pod volume leaderd-config is ConfigMap {CONFIG['name']} (mode 0444)", f"got {config_volumes}")
+    else:
+        report(not config_volumes, "no leaderd-config volume", f"got {config_volumes}")
     tokens = [p.get("automountServiceAccountToken") for p in pods]
     report(all(t is False for t in tokens) if ETCD else all(t in (None, True) for t in tokens),
            "pods: automountServiceAccountToken "
@@ -319,3 +370,15 @@ if spec.get("dashboard"):
     ok = len(cms) == 1 and json.loads(cms[0]["data"]["leaderd.json"]) == want
     report(ok, f"dashboard ConfigMap (grafana_dashboard: \"1\") carries {spec['dashboard']}",
            "differs or missing")
+
+# --- configFile ------------------------------------------------------------------------------
+config_maps = [d for d in of_kind("ConfigMap")
+               if d["metadata"].get("labels", {}).get("grafana_dashboard") != "1"]
+if CONFIG is not None:
+    report(len(config_maps) == 1 and config_maps[0]["metadata"]["name"] == CONFIG["name"]
+           and config_maps[0].get("data") == {"config.yaml": CONFIG["text"]},
+           f"ConfigMap {CONFIG['name']} carries exactly config.yaml (configFile, verbatim)",
+           f"got {[(d['metadata']['name'], d.get('data')) for d in config_maps]}")
+else:
+    report(not config_maps, "no ConfigMap but the dashboard's (configFile empty)",
+           f"got {[d['metadata']['name'] for d in config_maps]}")

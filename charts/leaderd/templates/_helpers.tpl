@@ -187,10 +187,48 @@ container; its ca.crt, tls.crt and tls.key are passed as --etcd-ca-file, --etcd-
 {{- end -}}
 
 {{/*
+leaderd.shards: --shards as a number, "0" when off (shards absent, null or 0).
+*/}}
+{{- define "leaderd.shards" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- int64 (default 0 $v.shards) -}}
+{{- end -}}
+
+{{/*
+leaderd.leaseGroups: "true" when leaderd works on more Leases than the one named lease.name:
+shards > 0 (a shard group: membership Leases <lease>-m-<8 hex> named after the pods, and the
+assignment Lease <lease>-shards, listed and watched by the label leaderd.io/group=<lease>) or a
+configFile (whose leases the chart cannot see). The lease rules are then namespace-wide
+(leaderd.rbacRules).
+*/}}
+{{- define "leaderd.leaseGroups" -}}
+{{- $v := include "leaderd.v" . | fromYaml -}}
+{{- if or (gt (int64 (include "leaderd.shards" .)) 0) $v.configFile -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.configDir: where the configFile ConfigMap is mounted (read-only) in the leaderd
+container; its key config.yaml is passed as --config.
+*/}}
+{{- define "leaderd.configDir" -}}
+/etc/leaderd
+{{- end -}}
+
+{{/*
+leaderd.configMapName: the name of the configFile ConfigMap, "<fullname>-config" (the full name
+cut to fit the 63 characters the chart keeps names to).
+*/}}
+{{- define "leaderd.configMapName" -}}
+{{- printf "%s-config" (include "leaderd.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/*
 leaderd.validateBackend: fails the render, with a message naming the value, on a combination
 leaderd would refuse at start (exit code 64): backend etcd without etcd.endpoints, or with a
 Kubernetes-only value set (lease.namespace, election.priority other than 0, events.enabled
-true, podLabel.enabled). Renders nothing. Included by leaderd.args and templates/rbac.yaml.
+true, podLabel.enabled, shards > 0, configFile; the etcd backend has no shard groups); with
+backend kubernetes, shards > 0 with a lease name longer than 63 characters (it is the value of
+the label leaderd.io/group). Renders nothing. Included by leaderd.args and templates/rbac.yaml.
 */}}
 {{- define "leaderd.validateBackend" -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
@@ -210,6 +248,16 @@ true, podLabel.enabled). Renders nothing. Included by leaderd.args and templates
 {{- if $v.podLabel.enabled -}}
 {{- fail "podLabel.enabled is Kubernetes-only (leaderd patches its pod through the Kubernetes API, which it does not use with backend etcd): disable it, and route to the leader with /leader instead" -}}
 {{- end -}}
+{{- if gt (int64 (include "leaderd.shards" .)) 0 -}}
+{{- fail "shards is Kubernetes-only (a shard group keeps its members and assignment in Leases; the etcd backend has no shard groups yet): leave it 0 with backend etcd" -}}
+{{- end -}}
+{{- if $v.configFile -}}
+{{- fail "configFile is Kubernetes-only (it names Leases and shard groups; the etcd backend has neither yet): leave it empty with backend etcd" -}}
+{{- end -}}
+{{- else if gt (int64 (include "leaderd.shards" .)) 0 -}}
+{{- if gt (len (include "leaderd.leaseName" .)) 63 -}}
+{{- fail (printf "with shards, lease.name %q names a shard group and is the value of the label leaderd.io/group on its Leases: it must be at most 63 characters (it has %d)" (include "leaderd.leaseName" .) (len (include "leaderd.leaseName" .))) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -218,7 +266,8 @@ leaderd.args: leaderd's command-line arguments as a YAML list (one "- --flag=val
 from the values. The feature flags are rendered only when set: --priority when not 0,
 --label-pod/--pod-label-key with podLabel.enabled, each hook when not empty (and --hook-timeout
 with any of them), --notify-url when not empty, --on-lost when exit, --app-check with its four
-timings when appCheck.url is not empty; extraArgs last. With backend etcd: --backend=etcd,
+timings when appCheck.url is not empty, --shards when shards > 0, --config (the mounted
+configFile) when configFile is not empty; extraArgs last. With backend etcd: --backend=etcd,
 --etcd-endpoints (joined with commas), --etcd-prefix when not empty, the three TLS files when
 etcd.tls.secretName is set, and none of the Kubernetes-only flags (--namespace, --emit-events,
 --priority, --label-pod); with kubernetes no --backend (the default), so the args are those of
@@ -233,6 +282,13 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 - --backend=etcd
 {{- end }}
 - --lease-name={{ include "leaderd.leaseName" . }}
+{{- $shards := int64 (include "leaderd.shards" .) }}
+{{- if gt $shards 0 }}
+- --shards={{ $shards }}
+{{- end }}
+{{- if $v.configFile }}
+- --config={{ include "leaderd.configDir" . }}/config.yaml
+{{- end }}
 {{- if $etcd }}
 - {{ printf "--etcd-endpoints=%s" (join "," $v.etcd.endpoints) | quote }}
 {{- with $v.etcd.prefix }}
@@ -304,9 +360,9 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 leaderd.containerBody: the leaderd container without the list dash: image, args from the
 values (leaderd.args; a flag given twice fails the render with a clear message),
 POD_NAME/POD_NAMESPACE from the downward API (POD_NAME only with backend etcd: the identity),
-the etcd TLS Secret's mount (etcd.tls.secretName; the volume is leaderd.volumes) and
-extraVolumeMounts, the http and metrics ports, probes, resources and the hardened
-securityContext. Internal; see leaderd.container.
+the etcd TLS Secret's mount (etcd.tls.secretName), the configFile ConfigMap's mount (the
+volumes are leaderd.volumes) and extraVolumeMounts, the http and metrics ports, probes,
+resources and the hardened securityContext. Internal; see leaderd.container.
 */}}
 {{- define "leaderd.containerBody" -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
@@ -339,11 +395,16 @@ env:
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- $etcdTLS := and (eq (include "leaderd.backend" .) "etcd") $v.etcd.tls.secretName }}
-{{- if or $etcdTLS $v.extraVolumeMounts }}
+{{- if or $etcdTLS $v.configFile $v.extraVolumeMounts }}
 volumeMounts:
   {{- if $etcdTLS }}
   - name: leaderd-etcd-tls
     mountPath: {{ include "leaderd.etcdTLSDir" . }}
+    readOnly: true
+  {{- end }}
+  {{- if $v.configFile }}
+  - name: leaderd-config
+    mountPath: {{ include "leaderd.configDir" . }}
     readOnly: true
   {{- end }}
   {{- with $v.extraVolumeMounts }}
@@ -416,7 +477,8 @@ startup probe) before the app containers and is stopped after them. Public:
 {{/*
 leaderd.volumes: the pod volumes the leaderd container mounts, as items of a pod's `volumes:`
 list: with backend etcd and etcd.tls.secretName, the Secret "leaderd-etcd-tls" (mode 0444: the
-container runs as UID 65532 without an fsGroup); otherwise nothing. Public:
+container runs as UID 65532 without an fsGroup); with configFile, the ConfigMap
+"<fullname>-config" as volume "leaderd-config" (mode 0444); otherwise nothing. Public:
     {{- with include "leaderd.volumes" . }}
       volumes:
         {{- . | nindent 8 }}
@@ -424,10 +486,19 @@ container runs as UID 65532 without an fsGroup); otherwise nothing. Public:
 */}}
 {{- define "leaderd.volumes" -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
-{{- if and (eq (include "leaderd.backend" .) "etcd") $v.etcd.tls.secretName -}}
+{{- $tls := and (eq (include "leaderd.backend" .) "etcd") $v.etcd.tls.secretName -}}
+{{- if $tls -}}
 - name: leaderd-etcd-tls
   secret:
     secretName: {{ $v.etcd.tls.secretName }}
+    defaultMode: 0444
+{{- end -}}
+{{- if $v.configFile -}}
+{{- if $tls }}
+{{ end -}}
+- name: leaderd-config
+  configMap:
+    name: {{ include "leaderd.configMapName" . }}
     defaultMode: 0444
 {{- end -}}
 {{- end -}}
@@ -444,13 +515,21 @@ Kubernetes API, so the pods need no token), else "true". Public: for
 {{/*
 leaderd.rbacRules: the Role's rules. Leases: get, update, watch on the one Lease (resourceNames;
 leaderd watches with fieldSelector=metadata.name=NAME, which resourceNames permits) and create
-(which RBAC cannot restrict by name). Events (events.k8s.io): create, patch, only when
-events.enabled. Pods: get, patch (for --label-pod), only when podLabel.enabled and the Lease
-lives in the release namespace; otherwise leaderd.podLabelRules go into a Role of their own in
-the release namespace (see leaderd.podLabelRoleSeparate). Never delete.
+(which RBAC cannot restrict by name). With shards > 0 or configFile (leaderd.leaseGroups) one
+namespace-wide rule instead: leases get, list, watch, create, update (member Lease names derive
+from pod names, and a list or watch by label selector cannot be limited by resourceNames).
+Events (events.k8s.io): create, patch, only when events.enabled. Pods: get, patch (for
+--label-pod), only when podLabel.enabled and the Lease lives in the release namespace; otherwise
+leaderd.podLabelRules go into a Role of their own in the release namespace (see
+leaderd.podLabelRoleSeparate). Never delete.
 */}}
 {{- define "leaderd.rbacRules" -}}
 {{- $v := include "leaderd.v" . | fromYaml -}}
+{{- if include "leaderd.leaseGroups" . -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch", "create", "update"]
+{{- else -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   resourceNames: [{{ include "leaderd.leaseName" . | quote }}]
@@ -458,6 +537,7 @@ the release namespace (see leaderd.podLabelRoleSeparate). Never delete.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["create"]
+{{- end }}
 {{- if include "leaderd.eventsEnabled" . }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
