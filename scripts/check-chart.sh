@@ -483,10 +483,9 @@ case_ config-file "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"ConfigMap\"],\"lease
   --set 'extraVolumeMounts[0].name=hooks' --set 'extraVolumeMounts[0].mountPath=/hooks' \
   --set 'extraVolumeMounts[0].readOnly=true'
 
-case_ shards-and-config-file "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"ConfigMap\"],\"lease\":\"orders\",\"sa\":\"demo-leaderd\",
-  \"sidecar\":\"containers\",\"probes\":true,\"shards\":12,
-  \"config\":{\"name\":\"demo-leaderd-config\",\"text\":$CONFIG_JSON}}" \
-  --set example.enabled=true --set lease.name=orders --set shards=12 --set-file "configFile=$TMP/configFile-value.txt"
+# shards and configFile both say what to run: refused (the file names the group and its shards).
+fails_with "shards with configFile fails with a clear message" "put the group (name, shards, timing) into configFile" \
+  --set example.enabled=true --set shards=12 --set-file "configFile=$TMP/configFile-value.txt"
 
 # Backend etcd: no Role/RoleBinding, a token-less ServiceAccount, --backend=etcd and the endpoints,
 # no Kubernetes-only flag. Plain http (regular sidecar, no prefix, events.enabled=false allowed),

@@ -127,6 +127,10 @@ pub struct RunArgs {
     /// Name of the Lease to campaign for (a DNS-1123 subdomain). Required.
     #[arg(long, env = "LEADERD_LEASE_NAME")]
     pub lease_name: Option<String>,
+    /// A YAML file naming the lease or shard group to run, with its own timing, instead of
+    /// --lease-name, --shards and the timing flags (README, "Config file").
+    #[arg(long, env = "LEADERD_CONFIG", conflicts_with_all = ["lease_name", "shards", "lease_duration", "renew_deadline", "retry_period"])]
+    pub config: Option<std::path::PathBuf>,
     /// Turn --lease-name into a shard group with shards 0..N-1 (1 to 4096), owned evenly by
     /// the replicas and served at /shards; every replica of the group must use the same N.
     #[arg(long, env = "LEADERD_SHARDS")]
@@ -420,14 +424,42 @@ impl RunArgs {
     /// Validate into [`Settings`]. `env` looks up environment variables (injected for tests),
     /// `hostname` is the fallback identity.
     pub fn validate(
-        self,
+        mut self,
         env: impl Fn(&str) -> Option<String>,
         hostname: impl FnOnce() -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let lease_name = self
-            .lease_name
-            .clone()
-            .ok_or(ConfigError::MissingLeaseName)?;
+        // --config names the lease (or group) and its timing instead of the flags.
+        let mut file_identity = None;
+        let (lease_name, shards, timing) = match &self.config {
+            None => (
+                self.lease_name
+                    .clone()
+                    .ok_or(ConfigError::MissingLeaseName)?,
+                self.shards,
+                self.timing,
+            ),
+            Some(path) => {
+                let file =
+                    crate::configfile::load(path).map_err(|e| ConfigError::Bad(e.to_string()))?;
+                let [entry] = &file.entries[..] else {
+                    let lines: Vec<String> =
+                        file.entries.iter().map(|e| e.line.to_string()).collect();
+                    return Err(ConfigError::Bad(format!(
+                        "{}: names {} leases and groups (lines {}); one leaderd runs one lease or group so far; fix: give each its own leaderd (its own --config file with one entry)",
+                        path.display(),
+                        file.entries.len(),
+                        lines.join(", ")
+                    )));
+                };
+                file_identity = file.identity.clone();
+                (entry.name.clone(), entry.shards, entry.timing)
+            }
+        };
+        self.timing = timing;
+        self.shards = shards;
+        if self.identity.is_none() {
+            self.identity = file_identity;
+        }
         let etcd = match self.backend {
             Backend::Kubernetes => {
                 for (flag, given) in [

@@ -364,3 +364,49 @@ fn timings_prints_every_figure_as_text_and_json_and_checks_its_flags() {
     let out = leaderd(&["--lease-name", "x", "timings"], &[]);
     assert_eq!(out.status.code(), Some(64), "{out:?}");
 }
+
+#[test]
+fn a_bad_config_file_gets_exit_64_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "typo.yaml",
+            "groups:\n  - name: work\n    shard: 12\n",
+            "typo.yaml:3:",
+        ),
+        (
+            "timing.yaml",
+            "leases:\n  - name: cron\n    leaseDuration: 5s\n    renewDeadline: 9s\n",
+            "timing.yaml:2:",
+        ),
+        (
+            "dup.yaml",
+            "leases:\n  - name: x\ngroups:\n  - name: x\n    shards: 3\n",
+            "dup.yaml:4:",
+        ),
+        (
+            "two.yaml",
+            "leases:\n  - name: cron\ngroups:\n  - name: work\n    shards: 3\n",
+            "names 2 leases and groups",
+        ),
+        ("empty.yaml", "# nothing\n", "names no lease and no group"),
+    ];
+    for (name, text, must) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = leaderd(&["--config", path.to_str().unwrap()], &[]);
+        assert_usage_error(&out, must);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("fix:"),
+            "{name}"
+        );
+    }
+    let out = leaderd(&["--config", "/nonexistent/leaderd.yaml"], &[]);
+    assert_usage_error(&out, "/nonexistent/leaderd.yaml");
+    let path = dir.path().join("typo.yaml");
+    let out = leaderd(
+        &["--config", path.to_str().unwrap(), "--lease-name", "x"],
+        &[],
+    );
+    assert_usage_error(&out, "--lease-name");
+}

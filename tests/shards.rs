@@ -196,3 +196,31 @@ async fn a_replica_started_with_another_shard_count_is_reported_and_harmless() {
     s.check().unwrap_or_else(|e| panic!("{e}"));
     log.result().unwrap_or_else(|e| panic!("{e:?}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_configured_by_file_joins_the_group_of_one_configured_by_flags() {
+    let (mut c, s, log) = group(1, "12").await;
+    s.wait_for(D * 3, each_owns(&[("c1", 12)]))
+        .await
+        .unwrap_or_else(|o| panic!("c1 does not own all 12: {o:?}"));
+    let file = c.dir.path().join("leaderd.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "# the same group and timing as the flags of c1\ngroups:\n  - name: {GROUP}\n    shards: 12\n    leaseDuration: 3s\n    renewDeadline: 2s\n    retryPeriod: 250ms\n"
+        ),
+    )
+    .unwrap();
+    let mut spec = c.spec("c2", &[]).unwrap();
+    spec.config = Some(file);
+    let cand = leaderd_testkit::harness::process::Candidate::spawn(&spec)
+        .await
+        .expect("c2 starts");
+    s.add("c2", cand.addr);
+    c.add(cand);
+    s.wait_for(D, each_owns(&[("c1", 6), ("c2", 6)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 6/6: {o:?}"));
+    s.check().unwrap_or_else(|e| panic!("{e}"));
+    log.result().unwrap_or_else(|e| panic!("{e:?}"));
+}

@@ -224,12 +224,20 @@ if spec.get("sidecar"):
 
     timings = [secs(av.get(f, "")) for f in ("--lease-duration", "--renew-deadline", "--retry-period")]
     want_events = None if ETCD else ("true" if spec.get("events", True) else "false")
-    report(av.get("--lease-name") == spec["lease"]
-           and av.get("--emit-events") == want_events
-           and timings[0] > timings[1] > timings[2] > 0,
-           f"args: --lease-name={spec['lease']}, "
-           + ("no --emit-events (backend etcd)" if ETCD else f"--emit-events={want_events}")
-           + ", lease-duration > renew-deadline > retry-period > 0", f"got {args}")
+    if spec.get("config"):
+        # --config names the lease or group and its timing: none of those flags beside it.
+        report(all(f not in av for f in ("--lease-name", "--shards", "--lease-duration",
+                                           "--renew-deadline", "--retry-period"))
+               and av.get("--emit-events") == want_events,
+               f"args: --config instead of --lease-name, --shards and the timing flags, --emit-events={want_events}",
+               f"got {args}")
+    else:
+        report(av.get("--lease-name") == spec["lease"]
+               and av.get("--emit-events") == want_events
+               and timings[0] > timings[1] > timings[2] > 0,
+               f"args: --lease-name={spec['lease']}, "
+               + ("no --emit-events (backend etcd)" if ETCD else f"--emit-events={want_events}")
+               + ", lease-duration > renew-deadline > retry-period > 0", f"got {args}")
     ETCD_FLAGS = ("--backend", "--etcd-endpoints", "--etcd-prefix", "--etcd-ca-file", "--etcd-cert-file",
                   "--etcd-key-file")
     if ETCD:

@@ -266,8 +266,9 @@ leaderd.args: leaderd's command-line arguments as a YAML list (one "- --flag=val
 from the values. The feature flags are rendered only when set: --priority when not 0,
 --label-pod/--pod-label-key with podLabel.enabled, each hook when not empty (and --hook-timeout
 with any of them), --notify-url when not empty, --on-lost when exit, --app-check with its four
-timings when appCheck.url is not empty, --shards when shards > 0, --config (the mounted
-configFile) when configFile is not empty; extraArgs last. With backend etcd: --backend=etcd,
+timings when appCheck.url is not empty, --shards when shards > 0; with configFile not empty
+--config (the mounted file) instead of --lease-name, --shards and the three timing flags (the
+file names the lease or group and its timing); extraArgs last. With backend etcd: --backend=etcd,
 --etcd-endpoints (joined with commas), --etcd-prefix when not empty, the three TLS files when
 etcd.tls.secretName is set, and none of the Kubernetes-only flags (--namespace, --emit-events,
 --priority, --label-pod); with kubernetes no --backend (the default), so the args are those of
@@ -281,13 +282,17 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 {{- if $etcd }}
 - --backend=etcd
 {{- end }}
-- --lease-name={{ include "leaderd.leaseName" . }}
 {{- $shards := int64 (include "leaderd.shards" .) }}
+{{- if $v.configFile }}
+{{- if gt $shards 0 }}
+{{- fail "shards and configFile both say what to run: put the group (name, shards, timing) into configFile and leave shards at 0" -}}
+{{- end }}
+- --config={{ include "leaderd.configDir" . }}/config.yaml
+{{- else }}
+- --lease-name={{ include "leaderd.leaseName" . }}
 {{- if gt $shards 0 }}
 - --shards={{ $shards }}
 {{- end }}
-{{- if $v.configFile }}
-- --config={{ include "leaderd.configDir" . }}/config.yaml
 {{- end }}
 {{- if $etcd }}
 - {{ printf "--etcd-endpoints=%s" (join "," $v.etcd.endpoints) | quote }}
@@ -304,9 +309,11 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 {{- with $v.lease.namespace }}
 - --namespace={{ . }}
 {{- end }}
+{{- if not $v.configFile }}
 - --lease-duration={{ $v.election.leaseDuration }}
 - --renew-deadline={{ $v.election.renewDeadline }}
 - --retry-period={{ $v.election.retryPeriod }}
+{{- end }}
 - --http-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.http.bindAddress) "port" $v.http.port) }}
 - --metrics-addr={{ include "leaderd.hostPort" (dict "host" (toString $v.metrics.bindAddress) "port" $v.metrics.port) }}
 - --http-max-connections={{ int64 $v.http.maxConnections }}

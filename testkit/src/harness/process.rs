@@ -35,6 +35,8 @@ pub struct CandidateSpec {
     pub timing: (Duration, Duration, Duration),
     /// More flags.
     pub extra_args: Vec<String>,
+    /// `--config FILE` instead of `--lease-name` and the timing flags (the file names both).
+    pub config: Option<PathBuf>,
     /// Environment: `Some` sets a variable, `None` removes it (e.g. libfaketime's `LD_PRELOAD`
     /// and `FAKETIME`). `KUBECONFIG` and `RUST_LOG` are set, `POD_NAME` and `POD_NAMESPACE`
     /// removed, before these apply.
@@ -63,6 +65,7 @@ impl CandidateSpec {
             identity: identity.into(),
             timing,
             extra_args: Vec::new(),
+            config: None,
             env: Vec::new(),
             log_file: None,
             on_log: None,
@@ -204,10 +207,15 @@ impl Candidate {
     pub async fn spawn(spec: &CandidateSpec) -> io::Result<Candidate> {
         let (d, r, p) = spec.timing;
         let mut cmd = Command::new(&spec.bin);
-        cmd.args(["--lease-name", &spec.lease, "--namespace", &spec.namespace])
+        match &spec.config {
+            None => cmd
+                .args(["--lease-name", &spec.lease])
+                .args(["--lease-duration", &human(d), "--renew-deadline", &human(r)])
+                .args(["--retry-period", &human(p)]),
+            Some(file) => cmd.arg("--config").arg(file),
+        };
+        cmd.args(["--namespace", &spec.namespace])
             .args(["--identity", &spec.identity])
-            .args(["--lease-duration", &human(d), "--renew-deadline", &human(r)])
-            .args(["--retry-period", &human(p)])
             .args([
                 "--http-addr",
                 "127.0.0.1:0",
