@@ -528,9 +528,22 @@ fn shard_member(
         shards: n,
     };
     let (member, rx) = Member::new(store, group, id, tenure_rx);
-    let observer: Arc<dyn crate::shards::ShardObserver> = metrics.clone();
+    let mut observers: Vec<Arc<dyn crate::shards::ShardObserver>> = vec![metrics.clone()];
+    if s.emit_events {
+        // ShardsMoved (rate-limited) and ShardCountMismatch; the task ends with the executor.
+        let (tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        observers.push(Arc::new(tx));
+        tokio::spawn(events::publish_shards(
+            client.clone(),
+            namespace.to_owned(),
+            s.lease_name.clone(),
+            s.params.identity.clone(),
+            events_rx,
+            s.params.call_timeout(),
+        ));
+    }
     metrics.attach_shards(rx.clone());
-    (member.with_observer(observer), rx)
+    (member.with_observer(Arc::new(observers)), rx)
 }
 
 /// The coordinator's "health": the app's (with `--app-check`) and this replica's shard count

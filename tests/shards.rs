@@ -137,6 +137,17 @@ async fn shards_balance_move_by_release_on_join_and_leave_and_recover_from_a_cra
     let commits = log.result().unwrap_or_else(|e| panic!("{e:?}"));
     eprintln!("{tenures} sampled shard tenures, {commits} member commits checked");
     c.assert_safe();
+    // Moves are reported as Events on the group's Lease, rate-limited (one per 10 s at most per
+    // coordinator, the moves in between summed).
+    let moved: Vec<serde_json::Value> = c
+        .server
+        .events()
+        .into_iter()
+        .filter(|e| e["reason"] == "ShardsMoved")
+        .collect();
+    assert!(!moved.is_empty(), "no ShardsMoved event");
+    assert!(moved.len() <= 6, "not rate-limited: {moved:?}");
+    assert_eq!(moved[0]["regarding"]["name"], GROUP);
 }
 
 fn libc_sigterm() -> i32 {

@@ -41,6 +41,28 @@ pub trait ShardObserver: Send + Sync {
     fn transition(&self, t: &ShardTransition);
 }
 
+/// Several observers, each told everything.
+impl ShardObserver for Vec<Arc<dyn ShardObserver>> {
+    fn request(&self, verb: &str, code: &str, took: Duration) {
+        self.iter().for_each(|o| o.request(verb, code, took));
+    }
+    fn write(&self, kind: WriteKind) {
+        self.iter().for_each(|o| o.write(kind));
+    }
+    fn transition(&self, t: &ShardTransition) {
+        self.iter().for_each(|o| o.transition(t));
+    }
+}
+
+/// A channel that is handed every transition (for a follower such as the Events publisher).
+impl ShardObserver for mpsc::UnboundedSender<ShardTransition> {
+    fn request(&self, _: &str, _: &str, _: Duration) {}
+    fn write(&self, _: WriteKind) {}
+    fn transition(&self, t: &ShardTransition) {
+        let _ = self.send(t.clone());
+    }
+}
+
 /// The reading side of the published view.
 #[derive(Clone, Debug)]
 pub struct ShardsRx {
