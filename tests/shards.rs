@@ -235,3 +235,105 @@ async fn a_replica_configured_by_file_joins_the_group_of_one_configured_by_flags
     s.check().unwrap_or_else(|e| panic!("{e}"));
     log.result().unwrap_or_else(|e| panic!("{e:?}"));
 }
+
+/// Per shard: its owner, epoch and whether the replica owns it.
+type ShardKey = (Option<String>, Option<i64>, bool);
+
+/// What a change of `/shards` is: members, and every shard's [`ShardKey`].
+fn key(d: &leaderd::shards::ShardsDoc) -> (Vec<String>, Vec<ShardKey>) {
+    (
+        d.members.clone(),
+        d.shards
+            .iter()
+            .map(|e| (e.owner.clone(), e.epoch, e.is_owner))
+            .collect(),
+    )
+}
+
+/// The next `shards` event of a `/shards/stream`, decoded.
+async fn next_shards(
+    s: &mut leaderd_testkit::harness::sse::EventStream,
+) -> leaderd::shards::ShardsDoc {
+    use leaderd_testkit::harness::sse::Frame;
+    loop {
+        match s.next_frame().await.expect("stream reads") {
+            Some((Frame::Event { name, data }, _)) if name == "shards" => {
+                return serde_json::from_str(&data).expect("a ShardsDoc")
+            }
+            Some(_) => continue,
+            None => panic!("the stream ended"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shards_api_answers_waits_streams_and_releases() {
+    use leaderd_testkit::harness::http::request;
+    let (c, s, log) = group(2, "4").await;
+    s.wait_for(D * 3, each_owns(&[("c1", 2), ("c2", 2)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 2/2: {o:?}"));
+    let (a1, a2) = (c.cands[0].addr, c.cands[1].addr);
+    // One shard as /leader JSON; a bad id is 404 with the range.
+    let mine = s.latest()["c1"]
+        .shards
+        .iter()
+        .find(|e| e.is_owner)
+        .map(|e| e.id)
+        .expect("c1 owns one");
+    let (code, body) = request(a1, "GET", &format!("/shards/{mine}")).await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["is_leader"], true);
+    assert_eq!(v["leader"], "c1");
+    assert_eq!(v["lease"], GROUP);
+    assert!(v["epoch"].as_i64().unwrap() >= 1);
+    assert!(v["valid_for_ms"].as_u64().unwrap() > 0);
+    let (code, body) = request(a1, "GET", "/shards/4").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("0 to 3"), "{body}");
+    let (code, _) = request(a1, "GET", "/shards?wait=forever").await;
+    assert_eq!(code, 400);
+
+    // A long poll on c2 and a stream on c2 see c1's release.
+    let mut stream = leaderd_testkit::harness::sse::EventStream::open_path(a2, "/shards/stream")
+        .await
+        .unwrap();
+    let first = next_shards(&mut stream).await;
+    assert_eq!(first.shards.iter().filter(|e| e.is_owner).count(), 2);
+    let poll = tokio::spawn(async move { request(a2, "GET", "/shards?wait=20s").await });
+    tokio::time::sleep(P).await;
+    let released = Instant::now();
+    let (code, body) = request(a1, "POST", "/shards/release").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"released\":true"), "{body}");
+    // c1 owns nothing at once; c2 owns all 4 within about a second.
+    assert_eq!(s.latest().get("c1").map_or(0, |_| 0), 0);
+    let (_, body) = request(a1, "GET", "/shards").await;
+    let d: leaderd::shards::ShardsDoc = serde_json::from_str(&body).unwrap();
+    assert!(
+        d.shards.iter().all(|e| !e.is_owner),
+        "still owns after the release: {body}"
+    );
+    s.wait_for(D, each_owns(&[("c1", 0), ("c2", 4)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 0/4: {o:?}"));
+    assert!(released.elapsed() <= Duration::from_millis(1500));
+    let (code, body) = poll.await.unwrap();
+    assert_eq!(code, 200);
+    let polled: leaderd::shards::ShardsDoc = serde_json::from_str(&body).unwrap();
+    assert_ne!(
+        key(&polled),
+        key(&first),
+        "the long poll answered without a change: {body}"
+    );
+    let changed = next_shards(&mut stream).await;
+    assert_ne!(key(&changed), key(&first));
+    // After one lease duration the released replica rejoins and balance gives it shards again.
+    s.wait_for(D * 3, each_owns(&[("c1", 2), ("c2", 2)]))
+        .await
+        .unwrap_or_else(|o| panic!("no 2/2 after the rejoin: {o:?}"));
+    assert!(released.elapsed() >= D, "rejoined before a lease duration");
+    s.check().unwrap_or_else(|e| panic!("{e}"));
+    log.result().unwrap_or_else(|e| panic!("{e:?}"));
+}

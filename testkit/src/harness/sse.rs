@@ -36,10 +36,15 @@ impl EventStream {
     /// Connect to `addr` and ask for `/leader/stream` (the answer's head is checked with the
     /// first frame).
     pub async fn open(addr: SocketAddr) -> io::Result<EventStream> {
+        Self::open_path(addr, "/leader/stream").await
+    }
+
+    /// Connect to `addr` and ask for the event stream at `path` (e.g. `/shards/stream`).
+    pub async fn open_path(addr: SocketAddr, path: &str) -> io::Result<EventStream> {
         let mut sock = TcpStream::connect(addr).await?;
         let _ = sock.set_nodelay(true);
         let req = format!(
-            "GET /leader/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nUser-Agent: leaderd-testkit\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nUser-Agent: leaderd-testkit\r\n\r\n"
         );
         sock.write_all(req.as_bytes()).await?;
         Ok(EventStream {
