@@ -41,7 +41,7 @@ use std::time::Duration;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::config::{is_dns_subdomain, ConfigError, TimingArgs};
+use crate::config::checks::{is_dns_subdomain, ConfigError, TimingArgs};
 use crate::shards::record::{GROUP_LABEL, MAX_SHARDS};
 
 /// The default `leaseDuration`, as `--lease-duration`.

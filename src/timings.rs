@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::config::{TimingArgs, EXIT_USAGE};
+use crate::config::checks::{TimingArgs, EXIT_USAGE};
 use crate::election::state::JITTER;
 use crate::election::Params;
 
