@@ -45,7 +45,22 @@ noupdate=$(sa_kubeconfig leaderd-noupdate)
 printf '%s' '{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"leaderd-noupdate","namespace":"default"},
   "spec":{"holderIdentity":"ghost","leaseDurationSeconds":1,"leaseTransitions":4,"renewTime":"2020-01-01T00:00:00.000000Z"}}' | k create -f - >/dev/null
 
+# Shard groups: the ServiceAccount, Role and RoleBinding of manifests/shards-example.yaml (leases
+# get/list/watch/create/update namespace-wide, no delete), not its Deployment.
+python3 - manifests/shards-example.yaml > "$dir/shards-rbac.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+print(yaml.safe_dump_all(docs))
+PY
+k apply -f "$dir/shards-rbac.yaml" >/dev/null
+shards=$(sa_kubeconfig leaderd-shards)
+if out=$(kubectl --kubeconfig "$shards" delete lease anything -n default 2>&1); then
+  echo "FAIL: the shard group's ServiceAccount could delete a lease: $out"; exit 1
+fi
+echo "ok    delete on leases is forbidden for the shard group's ServiceAccount"
+
 export LEADERD_REAL_KUBECONFIG="$admin" LEADERD_REAL_SA_KUBECONFIG="$sa" LEADERD_REAL_NOUPDATE_KUBECONFIG="$noupdate"
+export LEADERD_REAL_SHARDS_KUBECONFIG="$shards"
 cargo test --locked --test lease_api_conformance --test real_apiserver -- --nocapture --test-threads 1 2>&1 | grep -v '^$'
 # Kubernetes Events posted by the candidates (with the ServiceAccount's events rule) on the Lease.
 count() { # REASON -> number of events.k8s.io Events with that reason regarding Lease leaderd-example

@@ -310,3 +310,56 @@ async fn a_role_without_update_gives_a_clear_forbidden_and_never_a_leader() {
     let samples = sampler.samples();
     assert!(!samples.is_empty() && samples.iter().all(|s| !s.view.is_leader));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_group_balances_and_recovers_against_a_real_apiserver() {
+    use leaderd_testkit::harness::shards::ShardSampler;
+    let Some(kubeconfig) = env_path("LEADERD_REAL_SHARDS_KUBECONFIG") else {
+        eprintln!("SKIPPED: LEADERD_REAL_SHARDS_KUBECONFIG is not set");
+        return;
+    };
+    // The shard group's ServiceAccount (manifests/shards-example.yaml): list and watch by label
+    // selector, member Leases created and updated by name, no delete.
+    let group = format!("shards-{}", std::process::id());
+    let sampler = ShardSampler::start(Duration::from_millis(10));
+    let mut cands = Vec::new();
+    for i in 1..=3 {
+        let mut s = spec(&kubeconfig, &group, &format!("s{i}"));
+        s.extra_args = vec!["--shards".into(), "6".into()];
+        let c = Candidate::spawn(&s).await.expect("starts");
+        sampler.add(&c.name, c.addr);
+        cands.push(c);
+    }
+    let even = |want: usize, who: &'static [&'static str]| {
+        move |l: &std::collections::HashMap<String, leaderd::shards::ShardsDoc>| {
+            who.iter().all(|w| {
+                l.get(*w)
+                    .is_some_and(|d| d.shards.iter().filter(|s| s.is_owner).count() == want)
+            })
+        }
+    };
+    if let Err(o) = sampler.wait_for(D * 4, even(2, &["s1", "s2", "s3"])).await {
+        dump(&cands);
+        panic!("no 2/2/2: {o:?}");
+    }
+    let dead = cands.remove(2);
+    sampler.remove("s3");
+    let killed = Instant::now();
+    dead.kill9();
+    if let Err(o) = sampler.wait_for(D + P * 8, even(3, &["s1", "s2"])).await {
+        dump(&cands);
+        panic!("no 3/3 after kill -9: {o:?}");
+    }
+    eprintln!(
+        "real apiserver: shards owned again {:?} after kill -9",
+        killed.elapsed()
+    );
+    let tenures = sampler.check().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("real apiserver: {tenures} sampled shard tenures, no overlap");
+    for c in &cands {
+        c.signal(15);
+    }
+    for c in &cands {
+        assert_eq!(c.wait_exit(D).await.and_then(|e| e.code()), Some(0));
+    }
+}

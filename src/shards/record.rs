@@ -84,6 +84,14 @@ pub struct MemberRecord {
     /// The coordinator ended this record after it went unrenewed for a lease duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted_by: Option<String>,
+    /// The highest epoch of any shard this replica has seen: the floor of a rebuilt
+    /// assignment's epochs when the assignment was lost (deleted, garbage).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hi: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 impl MemberRecord {
@@ -167,7 +175,7 @@ pub fn decode_member(lease: &StoredLease) -> Option<MemberRecord> {
         r.identity = lease.record.holder.clone()?;
     }
     let n = r.n;
-    if r.epochs().any(|(s, e)| s >= n || e < 1) {
+    if r.epochs().any(|(s, e)| s >= n || e < 1) || r.hi < 0 {
         return None;
     }
     Some(r)

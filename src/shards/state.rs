@@ -316,6 +316,8 @@ pub struct Group {
     claimed_hi: Vec<i64>,
     /// Highest epoch of each shard seen in any assignment (S6).
     assigned_hi: Vec<i64>,
+    /// Highest epoch of any shard seen anywhere (also in member records' `hi`), S6.
+    floor_hi: i64,
     /// Highest generation seen acknowledged or assigned, per assignment uid (S4, S6).
     gen_hi: BTreeMap<String, u64>,
     /// This replica's record as last written successfully (None: not joined).
@@ -330,7 +332,6 @@ pub struct Group {
     in_flight: Option<BTreeMap<u32, i64>>,
     ghosts: BTreeMap<u32, i64>,
     ghosts_until: Option<Instant>,
-    inherited_checked: bool,
     /// Do not join before this instant (own Lease held garbage).
     join_after: Option<Instant>,
     lapsed: BTreeMap<u32, i64>,
@@ -370,6 +371,7 @@ impl Group {
             recent: BTreeMap::new(),
             claimed_hi: vec![0; n],
             assigned_hi: vec![0; n],
+            floor_hi: 0,
             gen_hi: BTreeMap::new(),
             written: None,
             sent: None,
@@ -378,7 +380,6 @@ impl Group {
             in_flight: None,
             ghosts: BTreeMap::new(),
             ghosts_until: None,
-            inherited_checked: false,
             join_after: None,
             lapsed: BTreeMap::new(),
             ack: None,
@@ -548,6 +549,7 @@ impl Group {
         if is_assignment {
             if let Some(a) = &seen.assigned {
                 for (s, e) in a.epoch.iter().enumerate() {
+                    self.floor_hi = self.floor_hi.max(*e);
                     if let Some(hi) = self.assigned_hi.get_mut(s) {
                         *hi = (*hi).max(*e);
                     }
@@ -561,7 +563,9 @@ impl Group {
             return;
         }
         if let Some(r) = &seen.rec {
+            self.floor_hi = self.floor_hi.max(r.hi);
             for (s, e) in r.epochs() {
+                self.floor_hi = self.floor_hi.max(e);
                 if let Some(hi) = self.claimed_hi.get_mut(s as usize) {
                     *hi = (*hi).max(e);
                 }
@@ -725,25 +729,34 @@ impl Group {
                 self.sent = None;
                 self.lapsed.clear();
                 self.inc = format!("{:016x}", self.rng.u64(..));
-                self.inherited_checked = true; // what is there now is not a predecessor's
+                // The eviction proves every claim the record listed ended, ghosts too.
+                self.ghosts.clear();
+                self.ghosts_until = None;
             }
         }
-        if self.written.is_none() && !self.inherited_checked && self.synced {
-            // S7: claims of this identity's previous process are waited out.
-            self.inherited_checked = true;
+        if self.written.is_none() && self.synced {
+            // S7: what the latest record of this identity's previous process lists (its claims,
+            // and the ghosts it still waits out) is waited out until a lease duration after
+            // this replica first saw that version. What a newer version no longer lists, its
+            // writer stepped down from or waited out; an eviction (or a leaving record with
+            // nothing listed) proves everything ended.
+            let (mut ghosts, mut until, mut join_after) = (BTreeMap::new(), None, None);
             if let Some(m) = self.members.get(&self.my_name) {
                 let wait = m.since + self.d().max(lease_duration(&m.lease)) + self.spread;
-                match m.rec.clone() {
-                    Some(r) if r.is_out() => {}
+                match &m.rec {
+                    Some(r) if r.is_out() || r.inc == self.inc => {}
                     Some(r) => {
-                        self.ghosts = r.claims.into_iter().chain(r.ghosts).collect();
-                        if !self.ghosts.is_empty() {
-                            self.ghosts_until = Some(wait);
+                        if now < wait && (!r.claims.is_empty() || !r.ghosts.is_empty()) {
+                            ghosts.extend(r.claims.iter().chain(&r.ghosts));
+                            until = Some(wait);
                         }
                     }
-                    None => self.join_after = Some(wait),
+                    None => join_after = Some(wait).filter(|w| now < *w),
                 }
             }
+            self.ghosts = ghosts;
+            self.ghosts_until = until;
+            self.join_after = join_after;
         }
         if self.ghosts_until.is_some_and(|u| now >= u) {
             self.ghosts.clear();
@@ -982,6 +995,7 @@ impl Group {
             lapsed: self.lapsed.clone(),
             leaving,
             evicted_by: None,
+            hi: self.floor_hi,
         };
         let kind = match &self.written {
             None => WriteKind::Claim,
@@ -1051,6 +1065,7 @@ impl Group {
                 n: old.as_ref().map(|r| r.n).unwrap_or(self.p.shards),
                 ack: old.as_ref().and_then(|r| r.ack.clone()),
                 evicted_by: Some(self.p.params.identity.clone()),
+                hi: old.as_ref().map_or(0, |r| r.hi).max(self.floor_hi),
                 ..Default::default()
             };
             let holder = m.lease.record.holder.clone().unwrap_or_default();
@@ -1210,7 +1225,13 @@ impl Group {
                 next.epoch[s] = a.epoch[s];
                 next.since[s] = a.since[s];
             } else {
-                let hi = prev_epoch.max(self.claimed_hi[s]).max(self.assigned_hi[s]);
+                // A rebuilt assignment (the last one lost) starts every new tenure above the
+                // highest epoch of any shard seen anywhere (S6).
+                let floor = if cur.is_none() { self.floor_hi } else { 0 };
+                let hi = prev_epoch
+                    .max(self.claimed_hi[s])
+                    .max(self.assigned_hi[s])
+                    .max(floor);
                 next.epoch[s] = hi + 1;
                 next.since[s] = gen;
                 let why = reissue[s].unwrap_or(if lost[s] {
