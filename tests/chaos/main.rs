@@ -7,7 +7,12 @@
 //! cargo test --release --test chaos -- --seed 42 --duration 10m --candidates 5   # the full run
 //! cargo test --test chaos -- --drift beyond --duration 2m                  # drift past the bound
 //! cargo test --test chaos -- --backend etcd --duration 60s --seed 1        # on a real etcd
+//! cargo test --test chaos -- --shards 12 --duration 60s --seed 1           # a shard group
 //! ```
+//!
+//! `--shards N` runs a shard group instead (`leaderd --shards N` replicas on the Lease API test
+//! server, with the shard group's faults: joins and leaves, releases, foreign writes into the
+//! member and assignment Leases) and checks every shard: see `shards.rs`.
 //!
 //! `--backend etcd` runs the candidates with `--backend etcd` against a real 3-member etcd
 //! cluster instead, with its own faults (candidates killed, terminated and stopped; members
@@ -41,6 +46,7 @@
 mod check;
 mod etcd;
 mod procs;
+mod shards;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +135,10 @@ struct Args {
     /// Number of leaderd candidates.
     #[arg(long, default_value_t = 5)]
     candidates: usize,
+    /// Run a shard group of this many shards instead of a single Lease (see `shards.rs`): the
+    /// candidates are its replicas, plus a 6th that joins and leaves.
+    #[arg(long)]
+    shards: Option<u32>,
     /// Clock rates of the candidates (libfaketime); offsets are always ±1 h or 0 [default:
     /// within, or none where libfaketime is missing].
     #[arg(long, value_enum)]
@@ -221,9 +231,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     args.quiet |= no_arguments || std::env::var_os("CHAOS_QUIET").is_some();
-    let verdict = match args.backend {
-        Backend::Kubernetes => runtime::block_on(2, run(args)),
-        Backend::Etcd => runtime::block_on(2, etcd::run(args)),
+    let verdict = match (args.backend, args.shards) {
+        (_, Some(_)) => runtime::block_on(2, shards::run(args)),
+        (Backend::Kubernetes, None) => runtime::block_on(2, run(args)),
+        (Backend::Etcd, None) => runtime::block_on(2, etcd::run(args)),
     };
     let verdict = match verdict {
         Ok(v) => v,
@@ -825,10 +836,16 @@ fn exp(rng: &mut Rng, mean: Duration) -> Duration {
 
 /// Check that libfaketime changes leaderd's clocks as configured: a leaderd at `-1h x2` must
 /// renew twice per renew interval (3R/5) of real time and report observed_at an hour behind.
-async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
+/// On `cluster`'s server (Lease `chaos-preflight`), its log in `logs`.
+async fn preflight(
+    cluster: &Cluster,
+    t0: Instant,
+    libfaketime: Option<&Path>,
+    logs: &Path,
+) -> anyhow::Result<String> {
     let name = "preflight";
     let lease = "chaos-preflight";
-    r.cluster.server.put_raw(
+    cluster.server.put_raw(
         NS,
         lease,
         json!({"metadata": {"annotations": {"leaderd.io/released-by": "chaos"}},
@@ -838,14 +855,14 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
         rate: 2.0,
         offset_h: -1,
     };
-    let mut spec = r.cluster.spec(name, &[])?;
+    let mut spec = cluster.spec(name, &[])?;
     spec.lease = lease.into();
     let watch = Watch {
-        t0: r.t0,
+        t0,
         sample_period: Duration::from_millis(50),
-        log_path: r.logs.join("preflight.log"),
+        log_path: logs.join("preflight.log"),
     };
-    let mut p = procs::spawn(name.into(), spec, clock, r.libfaketime.as_deref(), watch).await?;
+    let mut p = procs::spawn(name.into(), spec, clock, libfaketime, watch).await?;
     let t = Instant::now();
     while !lock(&p.record).leading_now() && t.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -857,8 +874,7 @@ async fn preflight(r: &mut Runner) -> anyhow::Result<String> {
     let from = Instant::now();
     let window = Duration::from_secs(6);
     tokio::time::sleep(window).await;
-    let renewals = r
-        .cluster
+    let renewals = cluster
         .server
         .requests()
         .iter()
@@ -1003,7 +1019,7 @@ async fn run(a: Args) -> anyhow::Result<Verdict> {
         logs.display()
     );
     let preflight_msg = if drift != Drift::None {
-        let m = preflight(&mut r).await?;
+        let m = preflight(&r.cluster, r.t0, r.libfaketime.as_deref(), &r.logs).await?;
         println!("  {m}");
         Some(m)
     } else {
