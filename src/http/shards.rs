@@ -160,15 +160,18 @@ async fn release(State(shards): State<ShardsRx>, req: axum::extract::Request) ->
             "POST /shards/release is answered to loopback clients only",
         );
     }
-    match shards.release().await {
+    // The leaving record is written within a few calls; a store that does not answer is
+    // reported rather than waited on.
+    let limit = Duration::from_secs(10);
+    match tokio::time::timeout(limit, shards.release()).await.ok().flatten() {
         Some(true) => Json(json!({"released": true})).into_response(),
         Some(false) => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "stepped down from every shard, but the leaving record could not be written; the others take the shards over once it expires",
+            "stepped down from every shard, but the leaving record could not be written yet (it is retried); the others take the shards over once it is, or once this replica's record expires",
         ),
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the shard group is shutting down",
+            "stepped down from every shard (if the group is running), but no leaving record was written within 10 s; the others take the shards over once it is, or once this replica's record expires",
         ),
     }
 }

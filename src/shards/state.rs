@@ -653,6 +653,11 @@ impl Group {
                         StoreError::TimedOut { .. } => None,
                         _ => Some(now + wait),
                     };
+                    // The app asked for a release: it has stepped down already (S3); say the
+                    // leaving record is not written (the next attempt still writes it).
+                    if std::mem::take(&mut self.release_pending) {
+                        out.push(ShardTransition::ReleaseFinished(false));
+                    }
                 }
             }
             return;
@@ -1277,3 +1282,91 @@ fn lease_duration(lease: &StoredLease) -> Duration {
 
 #[cfg(test)]
 mod model;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn group() -> Group {
+        Group::new(
+            GroupParams {
+                group: "g".into(),
+                shards: 4,
+                params: Params {
+                    identity: "a".into(),
+                    lease_duration: Duration::from_secs(3),
+                    renew_deadline: Duration::from_secs(2),
+                    retry_period: Duration::from_millis(250),
+                    priority: 0,
+                },
+                release_on_shutdown: true,
+            },
+            1,
+        )
+    }
+
+    /// The store's answer to a write: the object with a name, a resourceVersion and a uid.
+    fn stored(req: &Request, rv: u64) -> StoredLease {
+        let (Op::Create(v) | Op::Replace(v)) = &req.op else {
+            panic!("not a write: {req:?}");
+        };
+        let mut v = v.clone();
+        v["metadata"]["name"] = json!(req.name);
+        v["metadata"]["resourceVersion"] = json!(rv.to_string());
+        v["metadata"]["uid"] = json!("u");
+        StoredLease::from_json(v).unwrap()
+    }
+
+    fn send(g: &mut Group, now: Instant) -> Request {
+        match g.decide(now, SystemTime::now()) {
+            Step::Send(r) => r,
+            other => panic!("expected a request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_release_whose_leaving_record_fails_is_answered_not_left_hanging() {
+        let mut g = group();
+        let now = Instant::now();
+        g.apply(Input::Synced(Vec::new()), now);
+        let join = send(&mut g, now);
+        assert!(
+            matches!(join.op, Op::Create(_)),
+            "joins by creating its record"
+        );
+        g.apply(
+            Input::Answer {
+                result: Ok(stored(&join, 1)),
+                request: join,
+                sent: now,
+            },
+            now,
+        );
+        assert!(g.apply(Input::Release, now).is_empty());
+        let leave = send(&mut g, now);
+        assert_eq!(leave.kind, WriteKind::Release);
+        let out = g.apply(
+            Input::Answer {
+                request: leave,
+                sent: now,
+                result: Err(StoreError::unavailable("503")),
+            },
+            now,
+        );
+        assert_eq!(out, vec![ShardTransition::ReleaseFinished(false)]);
+        // Retried after the back-off, and answered once written.
+        let later = now + Duration::from_millis(200);
+        let retry = send(&mut g, later);
+        let out = g.apply(
+            Input::Answer {
+                result: Ok(stored(&retry, 2)),
+                request: retry,
+                sent: later,
+            },
+            later,
+        );
+        assert!(out.is_empty(), "{out:?}: nobody is waiting any more");
+        assert!(g.written.as_ref().unwrap().leaving);
+    }
+}
