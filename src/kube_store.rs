@@ -167,10 +167,22 @@ fn build(
 
 /// Split a watch body into lines and decode each into a [`WatchEvent`].
 fn watch_events(body: kube::client::Body) -> BoxStream<'static, Result<WatchEvent, StoreError>> {
+    watch_lines(body, decode_watch_line, |e| {
+        matches!(e, WatchEvent::Expired)
+    })
+}
+
+/// Split a watch body into lines and decode each with `decode`; the stream ends after an error
+/// or an event for which `last` holds.
+fn watch_lines<T: Send + 'static>(
+    body: kube::client::Body,
+    decode: fn(&[u8]) -> Result<T, StoreError>,
+    last: fn(&T) -> bool,
+) -> BoxStream<'static, Result<T, StoreError>> {
     let frames = body.into_data_stream();
     stream::unfold(
         (frames, BytesMut::new(), false),
-        |(mut frames, mut buf, done)| async move {
+        move |(mut frames, mut buf, done)| async move {
             if done {
                 return None;
             }
@@ -181,8 +193,8 @@ fn watch_events(body: kube::client::Body) -> BoxStream<'static, Result<WatchEven
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let ev = decode_watch_line(line);
-                    let end = ev.is_err() || matches!(ev, Ok(WatchEvent::Expired));
+                    let ev = decode(line);
+                    let end = ev.as_ref().map_or(true, last);
                     return Some((ev, (frames, buf, end)));
                 }
                 match frames.next().await {
@@ -193,7 +205,7 @@ fn watch_events(body: kube::client::Body) -> BoxStream<'static, Result<WatchEven
                     }
                     None if buf.iter().all(u8::is_ascii_whitespace) => return None,
                     None => {
-                        let ev = decode_watch_line(&buf.split());
+                        let ev = decode(&buf.split());
                         return Some((ev, (frames, buf, true)));
                     }
                 }
@@ -372,41 +384,9 @@ impl crate::shards::GroupStore for KubeGroupStore {
 fn group_events(
     body: kube::client::Body,
 ) -> BoxStream<'static, Result<crate::shards::GroupEvent, StoreError>> {
-    use crate::shards::GroupEvent;
-    let frames = body.into_data_stream();
-    stream::unfold(
-        (frames, BytesMut::new(), false),
-        |(mut frames, mut buf, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line = buf.split_to(pos + 1);
-                    let line = &line[..pos];
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
-                    }
-                    let ev = decode_group_line(line);
-                    let end = ev.is_err() || matches!(ev, Ok(GroupEvent::Expired));
-                    return Some((ev, (frames, buf, end)));
-                }
-                match frames.next().await {
-                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                    Some(Err(e)) => {
-                        let e = StoreError::unavailable(format!("watch stream broke: {e}"));
-                        return Some((Err(e), (frames, buf, true)));
-                    }
-                    None if buf.iter().all(u8::is_ascii_whitespace) => return None,
-                    None => {
-                        let ev = decode_group_line(&buf.split());
-                        return Some((ev, (frames, buf, true)));
-                    }
-                }
-            }
-        },
-    )
-    .boxed()
+    watch_lines(body, decode_group_line, |e| {
+        matches!(e, crate::shards::GroupEvent::Expired)
+    })
 }
 
 fn decode_group_line(line: &[u8]) -> Result<crate::shards::GroupEvent, StoreError> {

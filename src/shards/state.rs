@@ -1018,29 +1018,51 @@ impl Group {
             Some(_) => WriteKind::Ack,
         };
         let base = self.members.get(&self.my_name).map(|m| &m.lease);
+        let holder = self.p.params.identity.as_str();
+        let annotation = (MEMBER_ANNOTATION, json_of(&record));
+        let request = self.write(
+            &self.my_name,
+            base,
+            holder,
+            "member",
+            annotation,
+            kind,
+            wall,
+        );
+        self.in_flight = Some(claims);
+        self.dropped_in_flight.clear();
+        Some(request)
+    }
+
+    /// A write of the group Lease `name`: a PUT conditioned on `base`, or a POST without one.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        name: &str,
+        base: Option<&StoredLease>,
+        holder: &str,
+        role: &str,
+        annotation: (&str, String),
+        kind: WriteKind,
+        wall: SystemTime,
+    ) -> Request {
         let object = GroupWrite {
-            holder: &self.p.params.identity,
+            holder,
             lease_duration_seconds: self.p.params.lease_duration_seconds(),
             now: wall,
             group: &self.p.group,
-            role: "member",
-            annotation: (
-                MEMBER_ANNOTATION,
-                serde_json::to_string(&record).unwrap_or_default(),
-            ),
+            role,
+            annotation,
         }
         .object(base);
-        self.in_flight = Some(claims);
-        self.dropped_in_flight.clear();
-        Some(Request {
-            name: self.my_name.clone(),
-            op: if base.is_some() {
-                Op::Replace(object)
-            } else {
-                Op::Create(object)
+        Request {
+            name: name.to_owned(),
+            op: match base {
+                Some(_) => Op::Replace(object),
+                None => Op::Create(object),
             },
             kind,
-        })
+        }
     }
 
     /// The coordinator's duties: evict (S5), then assign (S6).
@@ -1074,48 +1096,33 @@ impl Group {
                 ..Default::default()
             };
             let holder = m.lease.record.holder.clone().unwrap_or_default();
-            let object = GroupWrite {
-                holder: &holder,
-                lease_duration_seconds: self.p.params.lease_duration_seconds(),
-                now: wall,
-                group: &self.p.group,
-                role: "member",
-                annotation: (
-                    MEMBER_ANNOTATION,
-                    serde_json::to_string(&record).unwrap_or_default(),
-                ),
-            }
-            .object(Some(&m.lease));
-            return Some(Request {
-                name: name.clone(),
-                op: Op::Replace(object),
-                kind: WriteKind::Evict,
-            });
+            let annotation = (MEMBER_ANNOTATION, json_of(&record));
+            let base = Some(&m.lease);
+            return Some(self.write(
+                name,
+                base,
+                &holder,
+                "member",
+                annotation,
+                WriteKind::Evict,
+                wall,
+            ));
         }
         let (next, moves) = self.plan(now)?;
         self.pending_moves = Some((moves, next.gen));
         let base = self.assignment.as_ref().map(|a| &a.lease);
-        let object = GroupWrite {
-            holder: &self.p.params.identity,
-            lease_duration_seconds: self.p.params.lease_duration_seconds(),
-            now: wall,
-            group: &self.p.group,
-            role: "assignment",
-            annotation: (
-                ASSIGNMENT_ANNOTATION,
-                serde_json::to_string(&next).unwrap_or_default(),
-            ),
-        }
-        .object(base);
-        Some(Request {
-            name: self.assignment_name.clone(),
-            op: if base.is_some() {
-                Op::Replace(object)
-            } else {
-                Op::Create(object)
-            },
-            kind: WriteKind::Assignment,
-        })
+        let holder = self.p.params.identity.as_str();
+        let annotation = (ASSIGNMENT_ANNOTATION, json_of(&next));
+        let name = self.assignment_name.as_str();
+        Some(self.write(
+            name,
+            base,
+            holder,
+            "assignment",
+            annotation,
+            WriteKind::Assignment,
+            wall,
+        ))
     }
 
     /// S6: the next assignment, if it differs from the current one, and its moves by reason.
@@ -1265,6 +1272,11 @@ impl Group {
         }
         Some((next, moves))
     }
+}
+
+/// A record as the JSON of its annotation.
+fn json_of(record: &impl serde::Serialize) -> String {
+    serde_json::to_string(record).unwrap_or_default()
 }
 
 fn lease_name(lease: &StoredLease) -> Option<String> {
