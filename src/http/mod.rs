@@ -106,22 +106,7 @@ async fn leader(
         return Json(now).into_response();
     }
     let seen = key(&now);
-    let deadline = tokio::time::Instant::now() + wait;
-    // A leader's claim ends by the clock, without a publication: wake at its end too.
-    let claim_end = |s: &StatusRx| {
-        (s.state().view.tenure).map(|t| crate::election::clock::timer_for(t.valid_until))
-    };
-    loop {
-        let until = claim_end(&status).map_or(deadline, |t| t.min(deadline));
-        let changed = tokio::time::timeout_at(until, status.changed()).await;
-        let v = status.view();
-        if key(&v) != seen
-            || tokio::time::Instant::now() >= deadline
-            || matches!(changed, Ok(Err(_)))
-        {
-            return Json(v).into_response();
-        }
-    }
+    Json(next_change(&mut status, &seen, wait).await).into_response()
 }
 
 async fn leader_ready(State(status): State<StatusRx>) -> Response {
@@ -137,28 +122,87 @@ async fn leader_ready(State(status): State<StatusRx>) -> Response {
 async fn leader_stream(
     State(status): State<StatusRx>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let events = futures::stream::unfold((status, None), |(mut status, last)| async move {
+    event_stream(status, "leader")
+}
+
+/// What the long polls and the event streams follow: a published document, which changes with
+/// every publication and, when a claim ends by the clock, without one.
+pub trait Followed: Send + 'static {
+    /// The JSON document answered.
+    type Doc: serde::Serialize + Send;
+    /// What a change is.
+    type Key: PartialEq + Send;
+    /// The document as seen now.
+    fn doc(&self) -> Self::Doc;
+    /// Its key.
+    fn key(doc: &Self::Doc) -> Self::Key;
+    /// When a claim in it ends by the clock (a timer instant), if one runs.
+    fn claim_end(&self) -> Option<tokio::time::Instant>;
+    /// The next publication; `Err` once the publisher is gone.
+    fn changed(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(), tokio::sync::watch::error::RecvError>> + Send;
+}
+
+impl Followed for StatusRx {
+    type Doc = LeaderView;
+    type Key = (Option<String>, bool, Option<i64>, Option<bool>);
+    fn doc(&self) -> LeaderView {
+        self.view()
+    }
+    fn key(v: &LeaderView) -> Self::Key {
+        key(v)
+    }
+    fn claim_end(&self) -> Option<tokio::time::Instant> {
+        (self.state().view.tenure).map(|t| crate::election::clock::timer_for(t.valid_until))
+    }
+    async fn changed(&mut self) -> Result<(), tokio::sync::watch::error::RecvError> {
+        StatusRx::changed(self).await
+    }
+}
+
+/// The long poll: the document once its key differs from `seen` (a publication, or a claim
+/// ending by the clock), once the publisher is gone, or after `wait`.
+pub async fn next_change<F: Followed>(f: &mut F, seen: &F::Key, wait: Duration) -> F::Doc {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let until = f.claim_end().map_or(deadline, |t| t.min(deadline));
+        let changed = tokio::time::timeout_at(until, f.changed()).await;
+        let d = f.doc();
+        if F::key(&d) != *seen
+            || tokio::time::Instant::now() >= deadline
+            || matches!(changed, Ok(Err(_)))
+        {
+            return d;
+        }
+    }
+}
+
+/// Server-Sent Events: an event `name` with the document now and on every change, keep-alive
+/// comments every 15 s; the stream ends when the publisher is gone.
+pub fn event_stream<F: Followed>(
+    f: F,
+    name: &'static str,
+) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    let events = futures::stream::unfold((f, None), move |(mut f, last)| async move {
         loop {
-            let v = status.view();
-            if last.as_ref() != Some(&key(&v)) {
+            let d = f.doc();
+            let k = F::key(&d);
+            if last.as_ref() != Some(&k) {
                 let ev = Event::default()
-                    .event("leader")
-                    .json_data(&v)
+                    .event(name)
+                    .json_data(&d)
                     .unwrap_or_default();
-                return Some((Ok(ev), (status, Some(key(&v)))));
+                return Some((Ok(ev), (f, Some(k))));
             }
-            let until = (status.state().view.tenure)
-                .map(|t| crate::election::clock::timer_for(t.valid_until));
-            let wait = async {
-                match until {
-                    Some(t) => tokio::time::timeout_at(t, status.changed())
-                        .await
-                        .unwrap_or(Ok(())),
-                    None => status.changed().await,
-                }
+            let r = match f.claim_end() {
+                Some(t) => tokio::time::timeout_at(t, f.changed())
+                    .await
+                    .unwrap_or(Ok(())),
+                None => f.changed().await,
             };
-            if wait.await.is_err() {
-                return None; // the elector is gone
+            if r.is_err() {
+                return None; // the publisher is gone
             }
         }
     });

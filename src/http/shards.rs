@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::{error, MAX_WAIT};
+use super::{error, event_stream, next_change, MAX_WAIT};
 use crate::election::clock;
 use crate::shards::{ShardsDoc, ShardsRx};
 use crate::status::LeaderView;
@@ -55,12 +55,25 @@ fn key(d: &ShardsDoc) -> (Vec<ShardKey>, Vec<String>) {
     )
 }
 
-/// When the claims end by the clock (a change without a publication).
-fn claim_end(s: &ShardsRx) -> Option<tokio::time::Instant> {
-    s.state()
-        .valid_until
-        .filter(|_| !s.state().owned.is_empty())
-        .map(clock::timer_for)
+impl super::Followed for ShardsRx {
+    type Doc = ShardsDoc;
+    type Key = (Vec<ShardKey>, Vec<String>);
+    fn doc(&self) -> ShardsDoc {
+        ShardsRx::doc(self)
+    }
+    fn key(d: &ShardsDoc) -> Self::Key {
+        key(d)
+    }
+    /// When the claims end by the clock (a change without a publication).
+    fn claim_end(&self) -> Option<tokio::time::Instant> {
+        let s = self.state();
+        s.valid_until
+            .filter(|_| !s.owned.is_empty())
+            .map(clock::timer_for)
+    }
+    async fn changed(&mut self) -> Result<(), tokio::sync::watch::error::RecvError> {
+        ShardsRx::changed(self).await
+    }
 }
 
 async fn list(
@@ -84,47 +97,13 @@ async fn list(
         }
     };
     let seen = key(&now);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let until = claim_end(&shards).map_or(deadline, |t| t.min(deadline));
-        let changed = tokio::time::timeout_at(until, shards.changed()).await;
-        let d = shards.doc();
-        if key(&d) != seen
-            || tokio::time::Instant::now() >= deadline
-            || matches!(changed, Ok(Err(_)))
-        {
-            return Json(d).into_response();
-        }
-    }
+    Json(next_change(&mut shards, &seen, wait).await).into_response()
 }
 
 async fn stream(
     State(shards): State<ShardsRx>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
-    let events = futures::stream::unfold((shards, None), |(mut shards, last)| async move {
-        loop {
-            let d = shards.doc();
-            if last.as_ref() != Some(&key(&d)) {
-                let ev = Event::default()
-                    .event("shards")
-                    .json_data(&d)
-                    .unwrap_or_default();
-                let k = key(&d);
-                return Some((Ok(ev), (shards, Some(k))));
-            }
-            let until = claim_end(&shards);
-            let r = match until {
-                Some(t) => tokio::time::timeout_at(t, shards.changed())
-                    .await
-                    .unwrap_or(Ok(())),
-                None => shards.changed().await,
-            };
-            if r.is_err() {
-                return None; // the executor is gone
-            }
-        }
-    });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    event_stream(shards, "shards")
 }
 
 async fn one(State(shards): State<ShardsRx>, Path(id): Path<String>) -> Response {
