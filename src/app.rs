@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, Instrument};
 
-use crate::config::{self, Cli, LogFormat, OnLost, Settings, EXIT_LOST, EXIT_USAGE};
+use crate::config::{self, Cli, LeaseSettings, LogFormat, OnLost, Settings, EXIT_LOST, EXIT_USAGE};
 use crate::election::{Elector, ElectorConfig, Transition};
 #[cfg(feature = "etcd")]
 use crate::etcd::{EtcdConfig, EtcdElector, EtcdError};
@@ -156,20 +156,32 @@ type CampaignRun = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send
 enum Store {
     /// The Lease API.
     Kubernetes(kube::Client),
-    /// etcd.
+    /// etcd (one lease: `config` refuses several entries with etcd).
     #[cfg(feature = "etcd")]
     Etcd(Box<etcd_client::Client>, EtcdConfig),
+}
+
+/// One lease or shard group of the sidecar, its published state and metrics, not yet running.
+struct Entry {
+    cfg: LeaseSettings,
+    elector: ElectorConfig,
+    status_tx: StatusTx,
+    status: StatusRx,
+    metrics: Arc<Metrics>,
+}
+
+/// One entry, running: what the listeners serve and what its followers follow.
+struct Running {
+    served: http::Served,
+    campaign: CampaignRun,
 }
 
 /// The sidecar, connected and bound, not yet running.
 pub struct App {
     settings: Settings,
-    elector: ElectorConfig,
     store: Store,
     namespace: String,
-    status_tx: StatusTx,
-    status: StatusRx,
-    metrics: Arc<Metrics>,
+    entries: Vec<Entry>,
     api_listener: TcpListener,
     metrics_listener: TcpListener,
 }
@@ -177,14 +189,11 @@ pub struct App {
 impl App {
     /// Find the cluster, bind both listeners and register the metrics.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
-        let elector = ElectorConfig {
-            release_on_shutdown: settings.release_on_shutdown,
-            ..ElectorConfig::new(settings.params.clone())
-        };
+        let call_timeout = settings.first().params.call_timeout();
         let (store, namespace) = match &settings.etcd {
             None => {
                 let mut kube_cfg = kube::Config::infer().await.map_err(AppError::NoCluster)?;
-                kube_cfg.connect_timeout = Some(elector.call_timeout);
+                kube_cfg.connect_timeout = Some(call_timeout);
                 kube_cfg.read_timeout = None; // every call has its own timeout; watches are long
                 let namespace = settings
                     .namespace
@@ -199,12 +208,13 @@ impl App {
             ),
             #[cfg(feature = "etcd")]
             Some(e) => {
+                let first = settings.first();
                 let cfg = EtcdConfig {
                     endpoints: e.endpoints.clone(),
-                    key_prefix: e.key_prefix(&settings.lease_name),
+                    key_prefix: e.key_prefix(&first.name),
                     tls: e.tls.clone(),
                     release_on_shutdown: settings.release_on_shutdown,
-                    call_timeout: elector.call_timeout,
+                    call_timeout: first.params.call_timeout(),
                 };
                 let client = crate::etcd::elector::connect(&cfg)
                     .await
@@ -212,37 +222,49 @@ impl App {
                 (Store::Etcd(Box::new(client), cfg), e.prefix.clone())
             }
         };
-        let (status_tx, status) = status::channel(Identity {
-            lease: settings.lease_name.clone(),
-            namespace: namespace.clone(),
-            identity: settings.params.identity.clone(),
-        });
         let bind = |addr: SocketAddr, flag: &'static str| async move {
             http::bind(addr, flag).await.map_err(AppError::Bind)
         };
         let api_listener = bind(settings.http_addr, "--http-addr").await?;
         let metrics_listener = bind(settings.metrics_addr, "--metrics-addr").await?;
-        let metrics = Arc::new(
-            Metrics::new(
+        let backend = match store {
+            Store::Kubernetes(_) => "kubernetes",
+            #[cfg(feature = "etcd")]
+            Store::Etcd(..) => "etcd",
+        };
+        let registry = prometheus::Registry::new();
+        let mut entries = Vec::new();
+        for (i, cfg) in settings.entries.iter().enumerate() {
+            let (status_tx, status) = status::channel(Identity {
+                lease: cfg.name.clone(),
+                namespace: namespace.clone(),
+                identity: cfg.params.identity.clone(),
+            });
+            let metrics = Metrics::new(
+                &registry,
+                i == 0,
                 status.clone(),
                 settings.app_check.is_some(),
-                match store {
-                    Store::Kubernetes(_) => "kubernetes",
-                    #[cfg(feature = "etcd")]
-                    Store::Etcd(..) => "etcd",
-                },
-                settings.shards,
+                backend,
+                cfg.shards,
             )
-            .map_err(AppError::Metrics)?,
-        );
+            .map_err(AppError::Metrics)?;
+            entries.push(Entry {
+                elector: ElectorConfig {
+                    release_on_shutdown: settings.release_on_shutdown,
+                    ..ElectorConfig::new(cfg.params.clone())
+                },
+                cfg: cfg.clone(),
+                status_tx,
+                status,
+                metrics: Arc::new(metrics),
+            });
+        }
         Ok(App {
             settings,
-            elector,
             store,
             namespace,
-            status_tx,
-            status,
-            metrics,
+            entries,
             api_listener,
             metrics_listener,
         })
@@ -254,25 +276,26 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> ExitCode {
         let App {
             settings: s,
-            elector: elector_cfg,
             store,
             namespace,
-            status_tx,
-            status,
-            metrics,
+            entries,
             api_listener,
             metrics_listener,
         } = self;
-        info!(
-            lease = %s.lease_name, %namespace, identity = %s.params.identity,
-            lease_duration = %humantime::format_duration(s.params.lease_duration),
-            renew_deadline = %humantime::format_duration(s.params.renew_deadline),
-            retry_period = %humantime::format_duration(s.params.retry_period),
-            "leaderd starting"
-        );
-        let span = info_span!("election", lease = %s.lease_name, %namespace, identity = %s.params.identity);
-        let call_timeout = elector_cfg.call_timeout;
-        // An input of the election like the store: the app's health (rule 13).
+        for e in &entries {
+            let p = &e.cfg.params;
+            info!(
+                lease = %e.cfg.name, %namespace, identity = %p.identity, shards = ?e.cfg.shards,
+                lease_duration = %humantime::format_duration(p.lease_duration),
+                renew_deadline = %humantime::format_duration(p.renew_deadline),
+                retry_period = %humantime::format_duration(p.retry_period),
+                "leaderd starting"
+            );
+        }
+        let first = &entries[0];
+        let span = info_span!("election", lease = %first.cfg.name, %namespace, identity = %first.cfg.params.identity);
+        let call_timeout = first.elector.call_timeout;
+        // An input of every election like the store: the app's health (rule 13).
         let checks_stop = CancellationToken::new();
         let health = s.app_check.as_ref().map(|check| {
             let (tx, rx) = tokio::sync::watch::channel(false);
@@ -281,54 +304,30 @@ impl App {
                 appcheck::run(
                     check.clone(),
                     tx,
-                    Some(metrics.clone()),
+                    Some(first.metrics.clone()),
                     checks_stop.clone(),
                 )
                 .instrument(span.clone()),
             );
             rx
         });
-        let mut shards: Option<ShardsRx> = None;
-        let (client, control, campaign) = match store {
-            Store::Kubernetes(client) => {
-                let store = MeasuredStore::new(
-                    KubeLeaseStore::new(client.clone(), &namespace, &s.lease_name),
-                    metrics.clone(),
-                );
-                let mut elector = Elector::new(store, elector_cfg, status_tx);
-                let control = elector.control();
-                let (health, member) = match s.shards {
-                    None => (health, None),
-                    Some(n) => {
-                        let (member, shards_rx) =
-                            shard_member(&s, n, &client, &namespace, &status, &metrics);
-                        shards = Some(shards_rx.clone());
-                        // The coordinator is elected among the replicas whose --shards agrees
-                        // with the group's (and whose app is healthy, with --app-check).
-                        (Some(coordinator_health(health, shards_rx)), Some(member))
-                    }
-                };
-                if let Some(rx) = health {
-                    elector = elector.with_app_health(rx);
-                }
-                let elector = elector.run(shutdown.clone()).instrument(span.clone());
-                let run: CampaignRun = match member {
-                    None => Box::pin(elector),
-                    Some(member) => {
-                        let member = member
-                            .run(shutdown.clone())
-                            .instrument(info_span!("shards", group = %s.lease_name, identity = %s.params.identity));
-                        Box::pin(async move {
-                            tokio::join!(elector, member);
-                        })
-                    }
-                };
-                (Some(client), control, run)
-            }
+        let client = match &store {
+            Store::Kubernetes(client) => Some(client.clone()),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(..) => None,
+        };
+        let metrics: Vec<Arc<Metrics>> = entries.iter().map(|e| e.metrics.clone()).collect();
+        let statuses: Vec<StatusRx> = entries.iter().map(|e| e.status.clone()).collect();
+        let running: Vec<Running> = match store {
+            Store::Kubernetes(client) => entries
+                .into_iter()
+                .map(|e| start_kubernetes(e, &s, &client, &namespace, health.clone(), &shutdown))
+                .collect(),
             #[cfg(feature = "etcd")]
             Store::Etcd(client, cfg) => {
-                let m = metrics.clone();
-                let mut elector = EtcdElector::new(*client, cfg, s.params.clone(), status_tx)
+                let e = entries.into_iter().next().expect("entries are never empty");
+                let m = e.metrics.clone();
+                let mut elector = EtcdElector::new(*client, cfg, e.cfg.params.clone(), e.status_tx)
                     .with_observer(Arc::new(move |verb, code, took| {
                         m.request(verb, code, took)
                     }));
@@ -336,22 +335,33 @@ impl App {
                 if let Some(rx) = health {
                     elector = elector.with_app_health(rx);
                 }
-                let run = elector.run(shutdown.clone()).instrument(span.clone());
-                let run: CampaignRun = Box::pin(run);
-                (None, control, run)
+                let span = info_span!("election", lease = %e.cfg.name, %namespace, identity = %e.cfg.params.identity);
+                let run = elector.run(shutdown.clone()).instrument(span);
+                vec![Running {
+                    served: http::Served {
+                        name: e.cfg.name.clone(),
+                        status: e.status,
+                        control: Some(control),
+                        shards: None,
+                    },
+                    campaign: Box::pin(run),
+                }]
             }
         };
+        let (served, campaigns): (Vec<http::Served>, Vec<CampaignRun>) =
+            running.into_iter().map(|r| (r.served, r.campaign)).unzip();
+        let campaign = futures::future::join_all(campaigns);
 
         // Readers of the published state: the listeners.
         let servers = CancellationToken::new();
         let listeners = [
             tokio::spawn(http::serve(
                 api_listener,
-                http::router(status.clone(), Some(control), shards.clone()),
+                http::router(served),
                 "http api",
                 servers.clone(),
                 s.http_limits,
-                Some(metrics.listener("api")),
+                Some(metrics[0].listener("api")),
             )),
             tokio::spawn(http::serve(
                 metrics_listener,
@@ -359,29 +369,33 @@ impl App {
                 "metrics",
                 servers.clone(),
                 s.http_limits,
-                Some(metrics.listener("metrics")),
+                Some(metrics[0].listener("metrics")),
             )),
         ];
 
-        // Followers of the transition stream, subscribed before the elector starts. Each ends
-        // when the stream ends (the elector is gone), after finishing what it was asked.
+        // Followers of the transition streams, subscribed before the electors start. Each ends
+        // when its stream ends (the elector is gone), after finishing what it was asked.
         let cut_short = CancellationToken::new(); // the drain budget ran out
         let mut followers: Vec<JoinHandle<()>> = Vec::new();
         let mut follow = |task: JoinHandle<()>| followers.push(task);
-        follow(tokio::spawn(metrics.clone().follow(status.transitions())));
-        if let (true, Some(client)) = (s.emit_events, &client) {
-            follow(tokio::spawn(
-                events::publish(
-                    client.clone(),
-                    namespace.clone(),
-                    s.lease_name.clone(),
-                    s.params.identity.clone(),
-                    status.transitions(),
-                    call_timeout,
-                )
-                .instrument(span.clone()),
-            ));
+        for (m, status) in metrics.iter().zip(&statuses) {
+            follow(tokio::spawn(m.clone().follow(status.transitions())));
+            if let (true, Some(client)) = (s.emit_events, &client) {
+                follow(tokio::spawn(
+                    events::publish(
+                        client.clone(),
+                        namespace.clone(),
+                        status.id.lease.clone(),
+                        status.id.identity.clone(),
+                        status.transitions(),
+                        call_timeout,
+                    )
+                    .instrument(info_span!("election", lease = %status.id.lease)),
+                ));
+            }
         }
+        // The side effects for one lease (config refuses them with several entries).
+        let (status, metrics) = (&statuses[0], &metrics[0]);
         if s.hooks.started_leading.is_some()
             || s.hooks.stopped_leading.is_some()
             || s.hooks.new_leader.is_some()
@@ -422,25 +436,28 @@ impl App {
                 .instrument(span.clone()),
             ));
         }
-        // --on-lost=exit: leadership lost without a release ends the process (after the claim
-        // has already ended), so that the kubelet restarts the container.
+        // --on-lost=exit: leadership of any entry lost without a release ends the process (after
+        // the claim has already ended), so that the kubelet restarts the container.
         let lost = Arc::new(AtomicBool::new(false));
         if s.on_lost == OnLost::Exit {
-            let (lost, stop, mut transitions) =
-                (lost.clone(), shutdown.clone(), status.transitions());
-            follow(tokio::spawn(
-                async move {
-                    while let Some(t) = transitions.recv().await {
-                        if let Transition::Lost { reason, epoch } = t {
-                            if !reason.is_deliberate() && !lost.swap(true, Ordering::SeqCst) {
-                                error!(reason = reason.as_str(), ?epoch, "leadership lost without a release and --on-lost=exit: exiting with code {EXIT_LOST}");
-                                stop.cancel();
+            for status in &statuses {
+                let (lost, stop, mut transitions) =
+                    (lost.clone(), shutdown.clone(), status.transitions());
+                let lease = status.id.lease.clone();
+                follow(tokio::spawn(
+                    async move {
+                        while let Some(t) = transitions.recv().await {
+                            if let Transition::Lost { reason, epoch } = t {
+                                if !reason.is_deliberate() && !lost.swap(true, Ordering::SeqCst) {
+                                    error!(%lease, reason = reason.as_str(), ?epoch, "leadership lost without a release and --on-lost=exit: exiting with code {EXIT_LOST}");
+                                    stop.cancel();
+                                }
                             }
                         }
                     }
-                }
-                .instrument(span.clone()),
-            ));
+                    .instrument(span.clone()),
+                ));
+            }
         }
 
         // Campaign until shutdown; then one budget for everything that follows.
@@ -486,10 +503,75 @@ impl App {
     }
 }
 
+/// Start one entry on the Lease API: its elector and, for a shard group, its member (the
+/// group's coordinator is elected on the group's own Lease among the replicas whose shard
+/// count agrees, and whose app is healthy, with `--app-check`).
+fn start_kubernetes(
+    e: Entry,
+    s: &Settings,
+    client: &kube::Client,
+    namespace: &str,
+    health: Option<tokio::sync::watch::Receiver<bool>>,
+    shutdown: &CancellationToken,
+) -> Running {
+    let Entry {
+        cfg,
+        elector: elector_cfg,
+        status_tx,
+        status,
+        metrics,
+    } = e;
+    let span =
+        info_span!("election", lease = %cfg.name, %namespace, identity = %cfg.params.identity);
+    let store = MeasuredStore::new(
+        KubeLeaseStore::new(client.clone(), namespace, &cfg.name),
+        metrics.clone(),
+    );
+    let mut elector = Elector::new(store, elector_cfg, status_tx);
+    let control = elector.control();
+    let (health, member) = match cfg.shards {
+        None => (health, None),
+        Some(n) => {
+            let (member, shards_rx) =
+                shard_member(s, &cfg, n, client, namespace, &status, &metrics);
+            (
+                Some(coordinator_health(health, shards_rx.clone())),
+                Some((member, shards_rx)),
+            )
+        }
+    };
+    if let Some(rx) = health {
+        elector = elector.with_app_health(rx);
+    }
+    let elector = elector.run(shutdown.clone()).instrument(span);
+    let (campaign, shards): (CampaignRun, _) = match member {
+        None => (Box::pin(elector), None),
+        Some((member, rx)) => {
+            let member = member.run(shutdown.clone()).instrument(
+                info_span!("shards", group = %cfg.name, identity = %cfg.params.identity),
+            );
+            let both = async move {
+                tokio::join!(elector, member);
+            };
+            (Box::pin(both), Some(rx))
+        }
+    };
+    Running {
+        served: http::Served {
+            name: cfg.name,
+            status,
+            control: Some(control),
+            shards,
+        },
+        campaign,
+    }
+}
+
 /// The shard group's executor (`--shards n`), fed by the coordinator's tenure of the group's
 /// ordinary Lease, and the reading side of what it publishes (also attached to the metrics).
 fn shard_member(
     s: &Settings,
+    cfg: &LeaseSettings,
     n: u32,
     client: &kube::Client,
     namespace: &str,
@@ -498,9 +580,9 @@ fn shard_member(
 ) -> (Member<KubeGroupStore>, ShardsRx) {
     let group = Group::new(
         GroupParams {
-            group: s.lease_name.clone(),
+            group: cfg.name.clone(),
             shards: n,
-            params: s.params.clone(),
+            params: cfg.params.clone(),
             release_on_shutdown: s.release_on_shutdown,
         },
         fastrand::u64(..),
@@ -520,11 +602,11 @@ fn shard_member(
             }
         }
     });
-    let store = KubeGroupStore::new(client.clone(), namespace, &s.lease_name);
+    let store = KubeGroupStore::new(client.clone(), namespace, &cfg.name);
     let id = ShardsIdentity {
-        group: s.lease_name.clone(),
+        group: cfg.name.clone(),
         namespace: namespace.to_owned(),
-        identity: s.params.identity.clone(),
+        identity: cfg.params.identity.clone(),
         shards: n,
     };
     let (member, rx) = Member::new(store, group, id, tenure_rx);
@@ -536,10 +618,10 @@ fn shard_member(
         tokio::spawn(events::publish_shards(
             client.clone(),
             namespace.to_owned(),
-            s.lease_name.clone(),
-            s.params.identity.clone(),
+            cfg.name.clone(),
+            cfg.params.identity.clone(),
             events_rx,
-            s.params.call_timeout(),
+            cfg.params.call_timeout(),
         ));
     }
     metrics.attach_shards(rx.clone());

@@ -29,7 +29,10 @@ use crate::http::ListenerStats;
 use crate::shards::{MoveReason, ShardObserver, ShardTransition, ShardsRx, WriteKind};
 use crate::status::{StatusRx, Transitions};
 
-/// The metrics of one leaderd.
+/// The metrics of one lease or shard group (one entry of `--config`), in a registry that the
+/// entries of one leaderd share: every series carries its `lease` and `namespace` labels, and
+/// the process-wide ones (build, HTTP listeners, app checks, `process_*`) are registered by the
+/// first entry only, so that `/metrics` shows each once.
 pub struct Metrics {
     registry: Registry,
     status: StatusRx,
@@ -73,13 +76,17 @@ impl Metrics {
     /// `leaderd_backend_info`.
     /// `shards`: the shard count with `--shards` (only then are the shard series exported; the
     /// group's view is attached with [`Metrics::attach_shards`]).
+    /// `registry`: where to register, shared by the entries of one leaderd; `process_wide`:
+    /// whether this entry also registers the process-wide series (the first entry does).
     pub fn new(
+        registry: &Registry,
+        process_wide: bool,
         status: StatusRx,
         app_check: bool,
         backend: &str,
         shards: Option<u32>,
     ) -> prometheus::Result<Self> {
-        let registry = Registry::new();
+        let registry = registry.clone();
         let id = status.id.clone();
         let opts = |name: &str, help: &str| {
             Opts::new(name, help)
@@ -159,20 +166,24 @@ impl Metrics {
             ),
             &["kind", "result"]
         )?);
-        let http_open = reg!(IntGaugeVec::new(
+        let http_open = IntGaugeVec::new(
             opts(
                 "leaderd_http_connections",
-                "Open connections by HTTP listener (api: --http-addr, metrics: --metrics-addr)."
+                "Open connections by HTTP listener (api: --http-addr, metrics: --metrics-addr).",
             ),
-            &["listener"]
-        )?);
-        let http_refused = reg!(IntCounterVec::new(
+            &["listener"],
+        )?;
+        let http_refused = IntCounterVec::new(
             opts(
                 "leaderd_http_connections_refused_total",
                 "Connections answered 503 and closed because the listener already served --http-max-connections."
             ),
-            &["listener"]
-        )?);
+            &["listener"],
+        )?;
+        if process_wide {
+            registry.register(Box::new(http_open.clone()))?;
+            registry.register(Box::new(http_refused.clone()))?;
+        }
         let app_healthy = IntGauge::with_opts(opts(
             "leaderd_app_healthy",
             "1 while the app passes --app-check (as leaderd counts it), else 0; only with --app-check.",
@@ -186,6 +197,8 @@ impl Metrics {
         )?;
         if app_check {
             registry.register(Box::new(app_healthy.clone()))?;
+        }
+        if app_check && process_wide {
             registry.register(Box::new(app_checks.clone()))?;
             for result in ["ok", "failed", "timeout"] {
                 app_checks.with_label_values(&[result]);
@@ -198,11 +211,13 @@ impl Metrics {
         for reason in LossReason::ALL {
             losses.with_label_values(&[reason.as_str()]);
         }
-        let build = reg!(IntGaugeVec::new(
-            Opts::new("leaderd_build_info", "Build information; always 1."),
-            &["version"]
-        )?);
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        if process_wide {
+            let build = reg!(IntGaugeVec::new(
+                Opts::new("leaderd_build_info", "Build information; always 1."),
+                &["version"]
+            )?);
+            build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        }
         let backend_info = reg!(IntGaugeVec::new(
             opts(
                 "leaderd_backend_info",
@@ -212,9 +227,11 @@ impl Metrics {
         )?);
         backend_info.with_label_values(&[backend]).set(1);
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        if process_wide {
+            registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))?;
+        }
         let shards = match shards {
             None => None,
             Some(n) => {
@@ -366,8 +383,9 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of all metrics now.
-    pub fn render(&self) -> String {
+    /// Set the gauges read from the published state (leadership, epoch, validity, the shard
+    /// group's view) to what they are now; done at every scrape, before the registry is read.
+    fn refresh(&self) {
         if let Some(m) = &self.shards {
             let rx = m.rx.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(rx) = rx {
@@ -394,10 +412,20 @@ impl Metrics {
         self.epoch.set(view.epoch.unwrap_or(0));
         self.valid_seconds
             .set(view.valid_for_ms.unwrap_or(0) as f64 / 1000.0);
-        let mut out = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The text exposition of the shared registry of `entries` now (each entry's gauges refreshed).
+pub fn render(entries: &[Arc<Metrics>]) -> String {
+    for m in entries {
+        m.refresh();
+    }
+    let Some(first) = entries.first() else {
+        return String::new();
+    };
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&first.registry.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl ShardObserver for Metrics {
@@ -422,13 +450,14 @@ impl ShardObserver for Metrics {
     }
 }
 
-/// The router of the metrics listener: `GET /metrics`, and the probes `/healthz`, `/readyz`.
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    let status = metrics.status.clone();
+/// The router of the metrics listener: `GET /metrics` (every entry's series), and the probes
+/// `/healthz`, `/readyz` (ready once every entry's lease was observed).
+pub fn router(entries: Vec<Arc<Metrics>>) -> Router {
+    let statuses = entries.iter().map(|m| m.status.clone()).collect();
     Router::new()
         .route("/metrics", get(scrape))
-        .with_state(metrics)
-        .merge(crate::http::probes(status))
+        .with_state(Arc::new(entries))
+        .merge(crate::http::probes(statuses))
         .fallback(|| async {
             crate::http::error(
                 StatusCode::NOT_FOUND,
@@ -437,10 +466,10 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         })
 }
 
-async fn scrape(State(m): State<Arc<Metrics>>) -> Response {
+async fn scrape(State(entries): State<Arc<Vec<Arc<Metrics>>>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        m.render(),
+        render(&entries),
     )
         .into_response()
 }

@@ -384,11 +384,6 @@ fn a_bad_config_file_gets_exit_64_with_file_and_line() {
             "leases:\n  - name: x\ngroups:\n  - name: x\n    shards: 3\n",
             "dup.yaml:4:",
         ),
-        (
-            "two.yaml",
-            "leases:\n  - name: cron\ngroups:\n  - name: work\n    shards: 3\n",
-            "names 2 leases and groups",
-        ),
         ("empty.yaml", "# nothing\n", "names no lease and no group"),
     ];
     for (name, text, must) in cases {
@@ -409,4 +404,30 @@ fn a_bad_config_file_gets_exit_64_with_file_and_line() {
         &[],
     );
     assert_usage_error(&out, "--lease-name");
+
+    // Several entries: the side effects that act for one lease are refused, naming the flag.
+    let two = dir.path().join("two.yaml");
+    std::fs::write(
+        &two,
+        "leases:\n  - name: cron\ngroups:\n  - name: work\n    shards: 3\n",
+    )
+    .unwrap();
+    for flags in [
+        &["--label-pod", "--pod-name", "p"][..],
+        &["--on-started-leading", "/bin/true"][..],
+        &["--notify-url", "http://127.0.0.1:1/"][..],
+        &[
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+        ][..],
+    ] {
+        let mut args = vec!["--config", two.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let out = leaderd(&args, &[]);
+        assert_usage_error(&out, flags[0]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("names 2 leases and groups"), "{err}");
+    }
 }

@@ -82,8 +82,9 @@ pub struct RunArgs {
     /// Name of the Lease to campaign for (a DNS-1123 subdomain). Required.
     #[arg(long, env = "LEADERD_LEASE_NAME")]
     pub lease_name: Option<String>,
-    /// A YAML file naming the lease or shard group to run, with its own timing, instead of
-    /// --lease-name, --shards and the timing flags (README, "Config file").
+    /// A YAML file naming the leases and shard groups to run, each with its own timing, instead
+    /// of --lease-name, --shards and the timing flags; with several, each is served under its
+    /// name, /leases/NAME/leader or /groups/NAME/shards (README, "Config file").
     #[arg(long, env = "LEADERD_CONFIG", conflicts_with_all = ["lease_name", "shards", "lease_duration", "renew_deadline", "retry_period"])]
     pub config: Option<std::path::PathBuf>,
     /// Turn --lease-name into a shard group with shards 0..N-1 (1 to 4096), owned evenly by
@@ -254,17 +255,40 @@ impl EtcdSettings {
     }
 }
 
+/// One lease (or shard group) this sidecar campaigns for: from the flags (`--lease-name`,
+/// `--shards`, the timing flags), or one entry of `--config`.
+#[derive(Clone, Debug)]
+pub struct LeaseSettings {
+    /// Lease name (the election's name with etcd; the group's name with `shards`).
+    pub name: String,
+    /// `--shards N`: the lease names a shard group of N shards.
+    pub shards: Option<u32>,
+    /// Election identity and timing.
+    pub params: Params,
+}
+
+impl LeaseSettings {
+    /// "lease" or "group": the first segment of its paths with several entries
+    /// (`/leases/NAME/...`, `/groups/NAME/...`).
+    pub fn kind(&self) -> &'static str {
+        if self.shards.is_some() {
+            "group"
+        } else {
+            "lease"
+        }
+    }
+}
+
 /// A validated configuration of the sidecar.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Lease name (the election's name with etcd).
-    pub lease_name: String,
+    /// The leases and groups, never empty, names unique: one from the flags, or the entries
+    /// of `--config` in the file's order.
+    pub entries: Vec<LeaseSettings>,
     /// `--backend etcd`; None: the Kubernetes Lease.
     pub etcd: Option<EtcdSettings>,
     /// Namespace, when known before connecting (else the kubeconfig's).
     pub namespace: Option<String>,
-    /// Election identity and timing.
-    pub params: Params,
     /// App-facing API address.
     pub http_addr: SocketAddr,
     /// Metrics address.
@@ -289,8 +313,13 @@ pub struct Settings {
     pub on_lost: OnLost,
     /// `--app-check`, when given.
     pub app_check: Option<AppCheck>,
-    /// `--shards N`: the lease names a shard group of N shards.
-    pub shards: Option<u32>,
+}
+
+impl Settings {
+    /// The first entry: the only one when configured by flags.
+    pub fn first(&self) -> &LeaseSettings {
+        &self.entries[0]
+    }
 }
 
 /// Whether `key` is a valid Kubernetes label key (`[prefix/]name`).
@@ -330,37 +359,51 @@ impl RunArgs {
         env: impl Fn(&str) -> Option<String>,
         hostname: impl FnOnce() -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        // --config names the lease (or group) and its timing instead of the flags.
+        // --config names the leases and groups, each with its timing, instead of the flags.
         let mut file_identity = None;
-        let (lease_name, shards, timing) = match &self.config {
-            None => (
+        let mut from_file = None;
+        let entries: Vec<(String, Option<u32>, TimingArgs)> = match &self.config {
+            None => vec![(
                 self.lease_name
                     .clone()
                     .ok_or(ConfigError::MissingLeaseName)?,
                 self.shards,
                 self.timing,
-            ),
+            )],
             Some(path) => {
                 let file =
                     crate::configfile::load(path).map_err(|e| ConfigError::Bad(e.to_string()))?;
-                let [entry] = &file.entries[..] else {
-                    let lines: Vec<String> =
-                        file.entries.iter().map(|e| e.line.to_string()).collect();
-                    return Err(ConfigError::Bad(format!(
-                        "{}: names {} leases and groups (lines {}); one leaderd runs one lease or group so far; fix: give each its own leaderd (its own --config file with one entry)",
-                        path.display(),
-                        file.entries.len(),
-                        lines.join(", ")
-                    )));
-                };
                 file_identity = file.identity.clone();
-                (entry.name.clone(), entry.shards, entry.timing)
+                from_file = Some((path.display().to_string(), file.entries.len()));
+                file.entries
+                    .into_iter()
+                    .map(|e| (e.name, e.shards, e.timing))
+                    .collect()
             }
         };
-        self.timing = timing;
-        self.shards = shards;
         if self.identity.is_none() {
             self.identity = file_identity;
+        }
+        // Several entries: the side effects that act for one lease have no lease to follow.
+        if let Some((file, n)) = from_file.as_ref().filter(|(_, n)| *n > 1) {
+            if self.backend == Backend::Etcd {
+                return Err(ConfigError::Bad(format!(
+                    "--backend etcd runs one election per leaderd, but --config {file} names {n} leases and groups: use the Kubernetes backend, or one leaderd per election (--lease-name)"
+                )));
+            }
+            for (flag, given) in [
+                ("label-pod", self.label_pod),
+                ("on-started-leading", self.on_started_leading.is_some()),
+                ("on-stopped-leading", self.on_stopped_leading.is_some()),
+                ("on-new-leader", self.on_new_leader.is_some()),
+                ("notify-url", self.notify_url.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::Bad(format!(
+                        "--{flag} acts for one lease, but --config {file} names {n} leases and groups: remove --{flag}, or give that lease its own leaderd (a config file with one entry, or --lease-name)"
+                    )));
+                }
+            }
         }
         let etcd = match self.backend {
             Backend::Kubernetes => {
@@ -379,38 +422,50 @@ impl RunArgs {
                 }
                 None
             }
-            Backend::Etcd => Some(self.etcd_settings(&lease_name)?),
+            Backend::Etcd => Some(self.etcd_settings(&entries[0].0)?),
         };
-        if let Some(n) = self.shards {
-            if etcd.is_some() {
-                return Err(ConfigError::Bad(
-                    "--shards needs the Kubernetes backend (the etcd backend has no shard groups yet): remove --shards or --backend etcd".to_owned(),
-                ));
+        // The flags' lease: its name and shard count (a file's entries were checked by
+        // configfile, with their lines).
+        if from_file.is_none() {
+            let (lease_name, shards, _) = &entries[0];
+            if let Some(n) = *shards {
+                if etcd.is_some() {
+                    return Err(ConfigError::Bad(
+                        "--shards needs the Kubernetes backend (the etcd backend has no shard groups yet): remove --shards or --backend etcd".to_owned(),
+                    ));
+                }
+                if !(1..=crate::shards::record::MAX_SHARDS).contains(&n) {
+                    return Err(ConfigError::Bad(format!(
+                        "--shards {n} is out of range: use 1 to {} (every replica of the group the same)",
+                        crate::shards::record::MAX_SHARDS
+                    )));
+                }
+                if !is_dns_label(lease_name, 63) {
+                    return Err(ConfigError::BadName {
+                        flag: "lease-name",
+                        value: lease_name.clone(),
+                        what: "DNS-1123 label (with --shards it is also a label value)",
+                        dots: "",
+                        max: 63,
+                    });
+                }
             }
-            if !(1..=crate::shards::record::MAX_SHARDS).contains(&n) {
-                return Err(ConfigError::Bad(format!(
-                    "--shards {n} is out of range: use 1 to {} (every replica of the group the same)",
-                    crate::shards::record::MAX_SHARDS
-                )));
-            }
-            if !is_dns_label(&lease_name, 63) {
+            if etcd.is_none() && !is_dns_subdomain(lease_name) {
                 return Err(ConfigError::BadName {
                     flag: "lease-name",
-                    value: lease_name,
-                    what: "DNS-1123 label (with --shards it is also a label value)",
-                    dots: "",
-                    max: 63,
+                    value: lease_name.clone(),
+                    what: "DNS-1123 subdomain",
+                    dots: ", '.'",
+                    max: 253,
                 });
             }
-        }
-        if etcd.is_none() && !is_dns_subdomain(&lease_name) {
-            return Err(ConfigError::BadName {
-                flag: "lease-name",
-                value: lease_name,
-                what: "DNS-1123 subdomain",
-                dots: ", '.'",
-                max: 253,
-            });
+            self.timing.validate()?;
+        } else if let (Some(_), Some((file, _))) = (&etcd, &from_file) {
+            if entries[0].1.is_some() {
+                return Err(ConfigError::Bad(format!(
+                    "--config {file} names a shard group, which needs the Kubernetes backend (the etcd backend has no shard groups yet): remove --backend etcd, or name a lease (leases:) instead"
+                )));
+            }
         }
         let namespace = match &etcd {
             Some(e) => Some(e.prefix.clone()),
@@ -439,12 +494,6 @@ impl RunArgs {
         if identity.trim().is_empty() {
             return Err(ConfigError::EmptyIdentity);
         }
-        self.timing.validate()?;
-        let (d, r, p) = (
-            self.timing.lease_duration,
-            self.timing.renew_deadline,
-            self.timing.retry_period,
-        );
         if self.http_addr == self.metrics_addr && self.http_addr.port() != 0 {
             return Err(ConfigError::SameAddr(self.http_addr));
         }
@@ -540,17 +589,25 @@ impl RunArgs {
             }
         };
         let emit_events = self.emit_events.unwrap_or(etcd.is_none());
+        let priority = i64::from(self.priority);
+        let entries = entries
+            .into_iter()
+            .map(|(name, shards, t)| LeaseSettings {
+                name,
+                shards,
+                params: Params {
+                    identity: identity.clone(),
+                    lease_duration: t.lease_duration,
+                    renew_deadline: t.renew_deadline,
+                    retry_period: t.retry_period,
+                    priority,
+                },
+            })
+            .collect();
         Ok(Settings {
-            lease_name,
+            entries,
             etcd,
             namespace,
-            params: Params {
-                identity,
-                lease_duration: d,
-                renew_deadline: r,
-                retry_period: p,
-                priority: i64::from(self.priority),
-            },
             http_addr: self.http_addr,
             metrics_addr: self.metrics_addr,
             http_limits: crate::http::Limits {
@@ -566,7 +623,6 @@ impl RunArgs {
             notify_url,
             on_lost: self.on_lost,
             app_check,
-            shards: self.shards,
         })
     }
 }
@@ -803,10 +859,10 @@ mod tests {
     #[test]
     fn defaults_are_client_go_defaults() {
         let s = parse(&["--lease-name", "payouts"]).unwrap();
-        assert_eq!(s.params.lease_duration, Duration::from_secs(15));
-        assert_eq!(s.params.renew_deadline, Duration::from_secs(10));
-        assert_eq!(s.params.retry_period, Duration::from_secs(2));
-        assert_eq!(s.params.identity, "host-1");
+        assert_eq!(s.first().params.lease_duration, Duration::from_secs(15));
+        assert_eq!(s.first().params.renew_deadline, Duration::from_secs(10));
+        assert_eq!(s.first().params.retry_period, Duration::from_secs(2));
+        assert_eq!(s.first().params.identity, "host-1");
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:4040");
         assert!(s.release_on_shutdown);
     }
@@ -865,7 +921,7 @@ mod tests {
                 || Some("h".into()),
             )
             .unwrap();
-        assert_eq!(s.params.identity, "pod-7");
+        assert_eq!(s.first().params.identity, "pod-7");
         let cli = Cli::try_parse_from(["leaderd", "--lease-name", "x", "--identity", " "]).unwrap();
         assert_eq!(
             cli.run.validate(|_| None, || None).unwrap_err(),
@@ -924,15 +980,58 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            s.hooks.new_leader.unwrap(),
+            s.hooks.new_leader.clone().unwrap(),
             ["/bin/sh", "-c", "echo \"$LEADERD_LEADER\""]
         );
-        assert_eq!(s.params.priority, -3);
+        assert_eq!(s.first().params.priority, -3);
         assert_eq!(s.on_lost, OnLost::Exit);
         assert!(is_label_key("leaderd.io/role"));
         assert!(is_label_key("role"));
         assert!(!is_label_key("-role"));
         assert!(!is_label_key("Bad_Prefix/role"));
+    }
+
+    #[test]
+    fn a_config_file_of_several_entries_gives_one_lease_settings_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "identity: from-file\nleases:\n  - name: cron\ngroups:\n  - {name: work, shards: 8, leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 4s}\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = parse(&["--config", f, "--priority", "2", "--on-lost", "exit"]).unwrap();
+        let names: Vec<(&str, Option<u32>, &str)> = s
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.shards, e.kind()))
+            .collect();
+        assert_eq!(names, [("cron", None, "lease"), ("work", Some(8), "group")]);
+        assert_eq!(s.entries[0].params.lease_duration, Duration::from_secs(15));
+        assert_eq!(s.entries[1].params.lease_duration, Duration::from_secs(30));
+        assert_eq!(s.entries[1].params.retry_period, Duration::from_secs(4));
+        for e in &s.entries {
+            assert_eq!(e.params.identity, "from-file");
+            assert_eq!(e.params.priority, 2);
+        }
+        // The flag wins over the file's identity.
+        let s = parse(&["--config", f, "--identity", "flag"]).unwrap();
+        assert!(s.entries.iter().all(|e| e.params.identity == "flag"));
+        // What acts for one lease is refused, naming the flag and the file.
+        for (flags, named) in [
+            (&["--label-pod", "--pod-name", "p"][..], "--label-pod"),
+            (&["--on-new-leader", "/bin/true"][..], "--on-new-leader"),
+            (&["--notify-url", "http://127.0.0.1:1/"][..], "--notify-url"),
+        ] {
+            let mut args = vec!["--config", f];
+            args.extend_from_slice(flags);
+            let e = parse(&args).unwrap_err().to_string();
+            assert!(
+                e.starts_with(named) && e.contains("names 2 leases and groups"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

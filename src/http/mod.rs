@@ -13,6 +13,11 @@
 //! | `/shards…`      | with `--shards`: the shard group ([`shards`]); `/leader` then tells who coordinates the group |
 //! | anything else   | 404 (unknown path) or 405 (wrong method), with a JSON error body  |
 //!
+//! Every lease is also served under `/leases/NAME` (`/leases/NAME/leader`, ...) and every shard
+//! group under `/groups/NAME` (`/groups/NAME/shards`, ..., and `/groups/NAME/leader` for its
+//! coordinator). With one lease or group those paths and the short ones above are the same;
+//! with several (`--config`), only the long ones exist, and `/readyz` waits for all of them.
+//!
 //! The listeners themselves (connection limit, idle timeout, error bodies) are [`server`].
 
 pub mod server;
@@ -38,31 +43,90 @@ use crate::status::{LeaderView, StatusRx};
 /// The longest long-poll wait accepted.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
-/// The router of the app-facing API; `control` serves `POST /leader/release` (503 without it);
-/// `shards` adds the shard group's routes ([`shards`]).
-pub fn router(status: StatusRx, control: Option<Control>, shards: Option<ShardsRx>) -> Router {
-    let leader_routes = Router::new()
-        .route("/leader", get(leader))
-        .route("/leader/ready", get(leader_ready))
-        .route("/leader/stream", get(leader_stream))
-        .with_state(status.clone())
-        .route("/leader/release", post(release).with_state(control))
-        .merge(probes(status));
-    match shards {
-        Some(s) => leader_routes.merge(shards::routes(s)),
-        None => leader_routes,
-    }
-    .fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed)
+/// One lease or shard group, as the app-facing API serves it.
+#[derive(Clone)]
+pub struct Served {
+    /// Its name (the Lease's, or the group's).
+    pub name: String,
+    /// Its published state (for a group: who coordinates it).
+    pub status: StatusRx,
+    /// Serves `POST /leader/release` (503 without it).
+    pub control: Option<Control>,
+    /// A shard group's published view, which adds the `/shards` routes ([`shards`]).
+    pub shards: Option<ShardsRx>,
 }
 
-/// `/healthz` and `/readyz`, also served on the metrics listener so that kubelet probes (sent to
-/// the pod IP) work while the app API stays on 127.0.0.1.
-pub fn probes(status: StatusRx) -> Router {
+impl Served {
+    /// Where its routes live with several entries: `/leases/NAME` or `/groups/NAME`.
+    pub fn prefix(&self) -> String {
+        match self.shards {
+            Some(_) => format!("/groups/{}", self.name),
+            None => format!("/leases/{}", self.name),
+        }
+    }
+
+    /// Its routes, relative to where they are served.
+    fn routes(&self) -> Router {
+        let leader_routes = Router::new()
+            .route("/leader", get(leader))
+            .route("/leader/ready", get(leader_ready))
+            .route("/leader/stream", get(leader_stream))
+            .with_state(self.status.clone())
+            .route(
+                "/leader/release",
+                post(release).with_state(self.control.clone()),
+            );
+        match &self.shards {
+            Some(s) => leader_routes.merge(shards::routes(s.clone())),
+            None => leader_routes,
+        }
+    }
+}
+
+/// The router of the app-facing API for `entries` (at least one): each under its
+/// [`Served::prefix`], the only one also at the root; the probes at the root.
+pub fn router(entries: Vec<Served>) -> Router {
+    let mut router = Router::new();
+    for e in &entries {
+        router = router.nest(&e.prefix(), e.routes());
+    }
+    let hint = match &entries[..] {
+        [one] => {
+            let shards = match one.shards {
+                Some(_) => ", GET /shards, /shards/{id}, /shards/stream, POST /shards/release",
+                None => "",
+            };
+            router = router.merge(one.routes());
+            format!("no such endpoint: try GET /leader, /leader/ready, /leader/stream, /healthz or /readyz, or POST /leader/release{shards}")
+        }
+        several => {
+            let paths: Vec<String> = several
+                .iter()
+                .map(|e| match e.shards {
+                    Some(_) => format!("{}/shards", e.prefix()),
+                    None => format!("{}/leader", e.prefix()),
+                })
+                .collect();
+            format!(
+                "no such endpoint: this leaderd serves several leases and groups, each under its own path: try GET {} (and .../ready, .../stream, .../release as for /leader and /shards), /healthz or /readyz",
+                paths.join(", ")
+            )
+        }
+    };
+    router
+        .merge(probes(entries.iter().map(|e| e.status.clone()).collect()))
+        .fallback(move || async move { error(StatusCode::NOT_FOUND, &hint) })
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// `/healthz` and `/readyz` (ready once every lease in `statuses` was observed), also served
+/// on the metrics listener so that kubelet probes (sent to the pod IP) work while the app API
+/// stays on 127.0.0.1.
+pub fn probes(statuses: Vec<StatusRx>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(status)
+        .with_state(std::sync::Arc::new(statuses))
 }
 
 /// Query of `GET /leader`: a long poll when `wait` is given.
@@ -249,22 +313,23 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(status): State<StatusRx>) -> Response {
-    if status.state().view.ready {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        error(
+async fn readyz(State(statuses): State<std::sync::Arc<Vec<StatusRx>>>) -> Response {
+    let waiting: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.state().view.ready)
+        .map(|s| s.id.lease.as_str())
+        .collect();
+    match &waiting[..] {
+        [] => Json(json!({"status": "ready"})).into_response(),
+        [_] if statuses.len() == 1 => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the lease has not been observed yet",
-        )
+        ),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not observed yet: {}", waiting.join(", ")),
+        ),
     }
-}
-
-async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "no such endpoint: try GET /leader, /leader/ready, /leader/stream, /healthz or /readyz, or POST /leader/release",
-    )
 }
 
 async fn method_not_allowed() -> Response {
@@ -292,7 +357,12 @@ mod tests {
     }
 
     fn router_t(rx: StatusRx) -> Router {
-        router(rx, None, None)
+        router(vec![Served {
+            name: "l".into(),
+            status: rx,
+            control: None,
+            shards: None,
+        }])
     }
 
     async fn call(router: Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
@@ -305,6 +375,62 @@ mod tests {
         let code = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (code, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn several_leases_are_served_under_their_names_and_only_there() {
+        let lease = |name: &str| {
+            let (tx, rx) = channel(Identity {
+                lease: name.into(),
+                ..id()
+            });
+            let served = Served {
+                name: name.into(),
+                status: rx,
+                control: None,
+                shards: None,
+            };
+            (tx, served)
+        };
+        let ((tx_a, a), (_tx_b, b)) = (lease("a"), lease("b.example"));
+        tx_a.publish(LeaderState {
+            view: View {
+                ready: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let r = router(vec![a.clone(), b]);
+        let (code, v) = call(r.clone(), "GET", "/leases/b.example/leader").await;
+        assert_eq!(
+            (code, v["lease"].as_str()),
+            (StatusCode::OK, Some("b.example"))
+        );
+        let (code, v) = call(r.clone(), "GET", "/leases/a/leader").await;
+        assert_eq!((code, v["lease"].as_str()), (StatusCode::OK, Some("a")));
+        let (code, v) = call(r.clone(), "GET", "/leader").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.contains("/leases/a/leader") && msg.contains("/leases/b.example/leader"),
+            "{msg}"
+        );
+        // Ready once every lease was observed: b not yet.
+        let (code, v) = call(r.clone(), "GET", "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"], "not observed yet: b.example");
+        assert_eq!(
+            call(r, "POST", "/leases/a/leader/release").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // One lease: the short and the long paths both.
+        let one = router(vec![a]);
+        assert_eq!(call(one.clone(), "GET", "/leader").await.0, StatusCode::OK);
+        assert_eq!(
+            call(one.clone(), "GET", "/leases/a/leader").await.0,
+            StatusCode::OK
+        );
+        assert_eq!(call(one, "GET", "/readyz").await.0, StatusCode::OK);
     }
 
     #[tokio::test(start_paused = true)]
