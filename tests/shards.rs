@@ -337,3 +337,117 @@ async fn the_shards_api_answers_waits_streams_and_releases() {
     s.check().unwrap_or_else(|e| panic!("{e}"));
     log.result().unwrap_or_else(|e| panic!("{e:?}"));
 }
+
+/// One sidecar, several entries (`--config`): a lease and two groups, each with its timing,
+/// each served under its name; then a kill -9, after which the survivor holds everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sidecar_serves_a_lease_and_two_groups_each_under_its_name() {
+    use leaderd_testkit::harness::http::{get, http_client, request};
+    let mut o: ClusterOptions = common::options();
+    o.lease = "cron".into();
+    o.leader_path = "/leases/cron/leader".into();
+    let mut c = Cluster::start(o, 0).await.expect("test server starts");
+    let file = c.dir.path().join("several.yaml");
+    std::fs::write(
+        &file,
+        "identity: ignored-because-the-flag-wins\n\
+         leases:\n  - name: cron\n    leaseDuration: 3s\n    renewDeadline: 2s\n    retryPeriod: 250ms\n\
+         groups:\n  - name: work\n    shards: 4\n    leaseDuration: 3s\n    renewDeadline: 2s\n    retryPeriod: 250ms\n  \
+         - {name: jobs, shards: 6, leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 300ms}\n",
+    )
+    .unwrap();
+    let work_log = CommitChecker::start(&c.server, NS, "work");
+    let jobs_log = CommitChecker::start(&c.server, NS, "jobs");
+    let work = ShardSampler::start_at(Duration::from_millis(10), "/groups/work/shards");
+    let jobs = ShardSampler::start_at(Duration::from_millis(10), "/groups/jobs/shards");
+    for name in ["c1", "c2"] {
+        let mut spec = c.spec(name, &[]).unwrap();
+        spec.config = Some(file.clone());
+        let cand = leaderd_testkit::harness::process::Candidate::spawn(&spec)
+            .await
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        work.add(name, cand.addr);
+        jobs.add(name, cand.addr);
+        c.add(cand);
+    }
+    work.wait_for(D * 3, each_owns(&[("c1", 2), ("c2", 2)]))
+        .await
+        .unwrap_or_else(|o| panic!("work: no 2/2: {o:?}"));
+    jobs.wait_for(D * 3, each_owns(&[("c1", 3), ("c2", 3)]))
+        .await
+        .unwrap_or_else(|o| panic!("jobs: no 3/3: {o:?}"));
+    let (cron_leader, _) = c.leader(D * 3, &[]).await;
+    assert!(["c1", "c2"].contains(&cron_leader.as_str()));
+
+    // Each entry has its own timing, written in its Lease.
+    let seconds =
+        |name: &str| c.server.lease(NS, name).expect(name)["spec"]["leaseDurationSeconds"].as_i64();
+    assert_eq!(seconds("cron"), Some(3));
+    assert_eq!(seconds("jobs"), Some(4));
+
+    // The paths take the names; the short ones point at them.
+    let (a, m) = (c.cands[0].addr, c.cands[0].metrics_addr);
+    let (code, body) = request(a, "GET", "/leader").await;
+    assert_eq!(code, 404, "{body}");
+    for path in [
+        "/leases/cron/leader",
+        "/groups/work/shards",
+        "/groups/jobs/shards",
+    ] {
+        assert!(body.contains(path), "{path} not in {body}");
+    }
+    assert_eq!(request(a, "GET", "/shards").await.0, 404);
+    let (code, body) = request(a, "GET", "/groups/jobs/leader").await;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["lease"], "jobs",
+        "the group's coordinator election: {body}"
+    );
+    let (code, body) = request(a, "GET", "/groups/work/shards/3").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = request(a, "GET", "/groups/work/shards/4").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("0 to 3"), "{body}");
+    assert_eq!(request(a, "GET", "/leases/work/leader").await.0, 404);
+    assert_eq!(request(a, "GET", "/readyz").await.0, 200);
+
+    // One /metrics: every entry's series, labelled with its name; process-wide series once.
+    let text = get(&http_client(), m, "/metrics").await.expect("metrics");
+    let text = String::from_utf8_lossy(&text);
+    for line in [
+        "leaderd_shards{lease=\"work\",namespace=\"default\"} 4",
+        "leaderd_shards{lease=\"jobs\",namespace=\"default\"} 6",
+        "leaderd_shards_owned{lease=\"jobs\",namespace=\"default\"} 3",
+        "leaderd_is_leader{lease=\"cron\",namespace=\"default\"}",
+        "leaderd_is_leader{lease=\"work\",namespace=\"default\"}",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("leaderd_build_info{"))
+            .count(),
+        1,
+        "{text}"
+    );
+
+    // kill -9: the survivor owns every shard of both groups, and leads the lease.
+    c.get("c1").kill9();
+    c.sampler.remove("c1");
+    work.remove("c1");
+    jobs.remove("c1");
+    work.wait_for(D * 3, each_owns(&[("c2", 4)]))
+        .await
+        .unwrap_or_else(|o| panic!("work: c2 does not own all 4: {o:?}"));
+    jobs.wait_for(D * 3, each_owns(&[("c2", 6)]))
+        .await
+        .unwrap_or_else(|o| panic!("jobs: c2 does not own all 6: {o:?}"));
+    assert_eq!(c.leader(D * 3, &["c1"]).await.0, "c2");
+
+    for (s, log) in [(&work, &work_log), (&jobs, &jobs_log)] {
+        s.check().unwrap_or_else(|e| panic!("{e}"));
+        log.result().unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    c.assert_safe();
+}

@@ -31,6 +31,9 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
     /// How often the sampler asks each candidate's `/leader`.
     pub sample_period: Duration,
+    /// The path the sampler asks: `/leader`, or `/leases/NAME/leader` when the candidates
+    /// serve several leases.
+    pub leader_path: String,
 }
 
 impl ClusterOptions {
@@ -48,6 +51,7 @@ impl ClusterOptions {
             ),
             extra_args: Vec::new(),
             sample_period: Duration::from_millis(10),
+            leader_path: "/leader".into(),
         }
     }
 }
@@ -72,7 +76,7 @@ impl Cluster {
         let mut c = Cluster {
             server: TestServer::start().await?,
             dir: tempfile::tempdir()?,
-            sampler: Sampler::start(options.sample_period),
+            sampler: Sampler::start_at(options.sample_period, &options.leader_path),
             cands: Vec::new(),
             options,
         };

@@ -21,7 +21,17 @@ pub async fn get_leader(
     client: &Client<HttpConnector, Empty<Bytes>>,
     addr: SocketAddr,
 ) -> io::Result<LeaderView> {
-    let body = get(client, addr, "/leader").await?;
+    get_leader_at(client, addr, "/leader").await
+}
+
+/// `GET http://addr{path}`, decoded as the `/leader` JSON (`/leases/NAME/leader` of a leaderd
+/// that serves several leases, say).
+pub async fn get_leader_at(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> io::Result<LeaderView> {
+    let body = get(client, addr, path).await?;
     serde_json::from_slice(&body).map_err(io::Error::other)
 }
 

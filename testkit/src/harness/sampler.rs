@@ -11,7 +11,7 @@ use tokio::time::{timeout, Instant};
 
 use leaderd::status::LeaderView;
 
-use super::http::{get_leader, http_client};
+use super::http::{get_leader_at, http_client};
 use super::process::Candidate;
 
 /// One `/leader` answer and when it was asked and answered.
@@ -44,8 +44,14 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Start sampling (targets are added with [`Sampler::add`]).
+    /// Start sampling `/leader` (targets are added with [`Sampler::add`]).
     pub fn start(period: Duration) -> Sampler {
+        Sampler::start_at(period, "/leader")
+    }
+
+    /// Start sampling `path`, which answers the `/leader` JSON.
+    pub fn start_at(period: Duration, path: &str) -> Sampler {
+        let path: Arc<str> = path.into();
         let inner = Arc::new(Mutex::new(SamplerInner::default()));
         let (tick_tx, tick) = watch::channel(0u64);
         let shared = inner.clone();
@@ -76,10 +82,10 @@ impl Sampler {
                     continue;
                 }
                 let polls = targets.into_iter().map(|(who, addr)| {
-                    let client = client.clone();
+                    let (client, path) = (client.clone(), path.clone());
                     async move {
                         let sent = Instant::now();
-                        let r = timeout(period * 10, get_leader(&client, addr)).await;
+                        let r = timeout(period * 10, get_leader_at(&client, addr, &path)).await;
                         (who, sent, Instant::now(), r)
                     }
                 });

@@ -50,8 +50,14 @@ impl Drop for ShardSampler {
 }
 
 impl ShardSampler {
-    /// Start polling every `period`.
+    /// Start polling `/shards` every `period`.
     pub fn start(period: Duration) -> ShardSampler {
+        ShardSampler::start_at(period, "/shards")
+    }
+
+    /// Start polling `path` (`/groups/NAME/shards` of a leaderd with several groups, say).
+    pub fn start_at(period: Duration, path: &str) -> ShardSampler {
+        let path: Arc<str> = path.into();
         let inner = Arc::new(Mutex::new(Inner::default()));
         let shared = inner.clone();
         let (tick_tx, tick) = watch::channel(0u64);
@@ -68,10 +74,10 @@ impl ShardSampler {
                     .targets
                     .clone();
                 let polls = targets.into_iter().map(|(who, addr)| {
-                    let client = client.clone();
+                    let (client, path) = (client.clone(), path.clone());
                     async move {
                         let sent = Instant::now();
-                        let r = timeout(period * 20, get(&client, addr, "/shards"))
+                        let r = timeout(period * 20, get(&client, addr, &path))
                             .await
                             .ok()
                             .and_then(Result::ok)
