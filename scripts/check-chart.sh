@@ -472,7 +472,7 @@ case_ shards-no-demo "{\"kinds\":[$RBAC_KINDS],\"lease\":\"demo-leaderd\",\"sa\"
 
 # configFile is YAML text for leaderd (the chart does not read it); the binary is handed the same
 # text when it checks the rendered args.
-CONFIG_TEXT=$'# leaderd --config (scripts/check-chart.sh)\nleases:\n  - name: reports\n'
+CONFIG_TEXT=$'# leaderd --config (scripts/check-chart.sh)\nleases:\n  - name: reports\ngroups:\n  - name: work\n    shards: 4\n'
 printf '%s' "$CONFIG_TEXT" >"$TMP/configFile-value.txt"
 CONFIG_JSON="$("${PY[@]}" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$CONFIG_TEXT")"
 case_ config-file "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"ConfigMap\"],\"lease\":\"demo-leaderd\",\"sa\":\"demo-leaderd\",
@@ -482,6 +482,16 @@ case_ config-file "{\"kinds\":[$RBAC_KINDS,\"Deployment\",\"ConfigMap\"],\"lease
   --set example.enabled=true --set example.nativeSidecar=true --set-file "configFile=$TMP/configFile-value.txt" \
   --set 'extraVolumeMounts[0].name=hooks' --set 'extraVolumeMounts[0].mountPath=/hooks' \
   --set 'extraVolumeMounts[0].readOnly=true'
+
+# Several entries: the demo polls the first lease's path (leaderd serves each under its name),
+# and podLabel, hooks and notifyUrl (which act for one lease) fail the render as leaderd refuses them.
+check "configFile with several entries: the demo polls /leases/reports/leader" \
+  bash -c '"$0" template t "$1" --set example.enabled=true --set-file "configFile=$2" | grep -q "127.0.0.1:4040/leases/reports/leader "' \
+  "$HELM" "$CHART" "$TMP/configFile-value.txt"
+fails_with "configFile with several entries and podLabel.enabled fails with a clear message" "act for one lease" \
+  --set example.enabled=true --set podLabel.enabled=true --set-file "configFile=$TMP/configFile-value.txt"
+fails_with "configFile with several entries and a hook fails with a clear message" "act for one lease" \
+  --set example.enabled=true --set hooks.onNewLeader=/hooks/x --set-file "configFile=$TMP/configFile-value.txt"
 
 # shards and configFile both say what to run: refused (the file names the group and its shards).
 fails_with "shards with configFile fails with a clear message" "put the group (name, shards, timing) into configFile" \

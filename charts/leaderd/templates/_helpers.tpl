@@ -268,7 +268,8 @@ from the values. The feature flags are rendered only when set: --priority when n
 with any of them), --notify-url when not empty, --on-lost when exit, --app-check with its four
 timings when appCheck.url is not empty, --shards when shards > 0; with configFile not empty
 --config (the mounted file) instead of --lease-name, --shards and the three timing flags (the
-file names the lease or group and its timing); extraArgs last. With backend etcd: --backend=etcd,
+file names the leases and groups and their timing; with several, podLabel, the hooks and
+notifyUrl fail the render, as leaderd would refuse them); extraArgs last. With backend etcd: --backend=etcd,
 --etcd-endpoints (joined with commas), --etcd-prefix when not empty, the three TLS files when
 etcd.tls.secretName is set, and none of the Kubernetes-only flags (--namespace, --emit-events,
 --priority, --label-pod); with kubernetes no --backend (the default), so the args are those of
@@ -286,6 +287,11 @@ leaderd.containerBody refuses a flag given twice (leaderd would exit with code 6
 {{- if $v.configFile }}
 {{- if gt $shards 0 }}
 {{- fail "shards and configFile both say what to run: put the group (name, shards, timing) into configFile and leave shards at 0" -}}
+{{- end }}
+{{- $file := $v.configFile | fromYaml }}
+{{- $entries := add (len ($file.leases | default list)) (len ($file.groups | default list)) }}
+{{- if and (gt (int64 $entries) 1) (or $v.podLabel.enabled $v.hooks.onStartedLeading $v.hooks.onStoppedLeading $v.hooks.onNewLeader $v.notifyUrl) }}
+{{- fail (printf "configFile names %d leases and groups, but podLabel, hooks and notifyUrl act for one lease (leaderd would exit 64): turn them off, or give that lease a release of its own" (int64 $entries)) -}}
 {{- end }}
 - --config={{ include "leaderd.configDir" . }}/config.yaml
 {{- else }}
@@ -592,4 +598,23 @@ monitoring.coreos.com/v1 or force is set. Call with (dict "root" $ "kind" "podMo
 {{- $v := include "leaderd.v" .root | fromYaml -}}
 {{- $m := get $v.monitoring .kind -}}
 {{- if and $m.enabled (or $m.force (.root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1")) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+leaderd.demoLeaderPath: the path the demo app polls: /leader, or with a configFile of several
+entries the first lease's /leases/NAME/leader (else the first group's coordinator,
+/groups/NAME/leader), since leaderd then serves each entry under its name. Internal.
+*/}}
+{{- define "leaderd.demoLeaderPath" -}}
+{{- $file := dict -}}
+{{- with .Values.configFile }}{{ $file = . | fromYaml }}{{ end -}}
+{{- $leases := $file.leases | default list -}}
+{{- $groups := $file.groups | default list -}}
+{{- if le (add (len $leases) (len $groups)) 1 -}}
+/leader
+{{- else if $leases -}}
+/leases/{{ (index $leases 0).name }}/leader
+{{- else -}}
+/groups/{{ (index $groups 0).name }}/leader
+{{- end -}}
 {{- end -}}
