@@ -7,6 +7,7 @@
 mod handlers;
 mod patch;
 mod pods;
+mod request;
 mod status;
 mod store;
 mod validate;

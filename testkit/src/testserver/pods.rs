@@ -10,7 +10,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::handlers::{
+use super::request::{
     apply_patch, check_name, dry_run, keep_system_fields, parse_rv, patch_decode_error, read_patch,
     PatchRequest,
 };
