@@ -267,18 +267,6 @@ pub struct LeaseSettings {
     pub params: Params,
 }
 
-impl LeaseSettings {
-    /// "lease" or "group": the first segment of its paths with several entries
-    /// (`/leases/NAME/...`, `/groups/NAME/...`).
-    pub fn kind(&self) -> &'static str {
-        if self.shards.is_some() {
-            "group"
-        } else {
-            "lease"
-        }
-    }
-}
-
 /// A validated configuration of the sidecar.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -338,6 +326,14 @@ pub fn is_label_key(key: &str) -> bool {
     name_ok && prefix.is_none_or(is_dns_subdomain)
 }
 
+/// The first flag of `flags` that was given.
+fn first_given<'a>(flags: &[(&'a str, bool)]) -> Option<&'a str> {
+    flags
+        .iter()
+        .find(|(_, given)| *given)
+        .map(|(flag, _)| *flag)
+}
+
 fn hook(flag: &str, cmd: Option<String>) -> Result<Option<Vec<String>>, ConfigError> {
     let Some(cmd) = cmd else { return Ok(None) };
     match shlex::split(&cmd) {
@@ -391,34 +387,30 @@ impl RunArgs {
                     "--backend etcd runs one election per leaderd, but --config {file} names {n} leases and groups: use the Kubernetes backend, or one leaderd per election (--lease-name)"
                 )));
             }
-            for (flag, given) in [
+            if let Some(flag) = first_given(&[
                 ("label-pod", self.label_pod),
                 ("on-started-leading", self.on_started_leading.is_some()),
                 ("on-stopped-leading", self.on_stopped_leading.is_some()),
                 ("on-new-leader", self.on_new_leader.is_some()),
                 ("notify-url", self.notify_url.is_some()),
-            ] {
-                if given {
-                    return Err(ConfigError::Bad(format!(
-                        "--{flag} acts for one lease, but --config {file} names {n} leases and groups: remove --{flag}, or give that lease its own leaderd (a config file with one entry, or --lease-name)"
-                    )));
-                }
+            ]) {
+                return Err(ConfigError::Bad(format!(
+                    "--{flag} acts for one lease, but --config {file} names {n} leases and groups: remove --{flag}, or give that lease its own leaderd (a config file with one entry, or --lease-name)"
+                )));
             }
         }
         let etcd = match self.backend {
             Backend::Kubernetes => {
-                for (flag, given) in [
+                if let Some(flag) = first_given(&[
                     ("etcd-endpoints", self.etcd_endpoints.is_some()),
                     ("etcd-prefix", !self.etcd_prefix.is_empty()),
                     ("etcd-ca-file", self.etcd_ca_file.is_some()),
                     ("etcd-cert-file", self.etcd_cert_file.is_some()),
                     ("etcd-key-file", self.etcd_key_file.is_some()),
-                ] {
-                    if given {
-                        return Err(ConfigError::Bad(format!(
-                            "--{flag} is for the etcd backend: add --backend etcd, or remove --{flag}"
-                        )));
-                    }
+                ]) {
+                    return Err(ConfigError::Bad(format!(
+                        "--{flag} is for the etcd backend: add --backend etcd, or remove --{flag}"
+                    )));
                 }
                 None
             }
@@ -1002,12 +994,12 @@ mod tests {
         .unwrap();
         let f = file.to_str().unwrap();
         let s = parse(&["--config", f, "--priority", "2", "--on-lost", "exit"]).unwrap();
-        let names: Vec<(&str, Option<u32>, &str)> = s
+        let names: Vec<(&str, Option<u32>)> = s
             .entries
             .iter()
-            .map(|e| (e.name.as_str(), e.shards, e.kind()))
+            .map(|e| (e.name.as_str(), e.shards))
             .collect();
-        assert_eq!(names, [("cron", None, "lease"), ("work", Some(8), "group")]);
+        assert_eq!(names, [("cron", None), ("work", Some(8))]);
         assert_eq!(s.entries[0].params.lease_duration, Duration::from_secs(15));
         assert_eq!(s.entries[1].params.lease_duration, Duration::from_secs(30));
         assert_eq!(s.entries[1].params.retry_period, Duration::from_secs(4));
@@ -1018,6 +1010,24 @@ mod tests {
         // The flag wins over the file's identity.
         let s = parse(&["--config", f, "--identity", "flag"]).unwrap();
         assert!(s.entries.iter().all(|e| e.params.identity == "flag"));
+        // A group needs the Kubernetes backend; several entries too.
+        let group = dir.path().join("g.yaml");
+        std::fs::write(&group, "groups:\n  - {name: work, shards: 8}\n").unwrap();
+        let etcd = [
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            "http://127.0.0.1:2379",
+        ];
+        for (file, says) in [
+            (group.to_str().unwrap(), "names a shard group"),
+            (f, "names 2 leases and groups"),
+        ] {
+            let mut args = vec!["--config", file];
+            args.extend_from_slice(&etcd);
+            let e = parse(&args).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("--backend etcd"), "{e}");
+        }
         // What acts for one lease is refused, naming the flag and the file.
         for (flags, named) in [
             (&["--label-pod", "--pod-name", "p"][..], "--label-pod"),
