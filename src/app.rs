@@ -189,7 +189,11 @@ pub struct App {
 impl App {
     /// Find the cluster, bind both listeners and register the metrics.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
-        let call_timeout = settings.first().params.call_timeout();
+        // The shortest of the entries' call timeouts bounds connecting (each call has its own).
+        let call_timeout = (settings.entries.iter())
+            .map(|e| e.params.call_timeout())
+            .min()
+            .expect("entries are never empty");
         let (store, namespace) = match &settings.etcd {
             None => {
                 let mut kube_cfg = kube::Config::infer().await.map_err(AppError::NoCluster)?;
@@ -294,7 +298,6 @@ impl App {
         }
         let first = &entries[0];
         let span = info_span!("election", lease = %first.cfg.name, %namespace, identity = %first.cfg.params.identity);
-        let call_timeout = first.elector.call_timeout;
         // An input of every election like the store: the app's health (rule 13).
         let checks_stop = CancellationToken::new();
         let health = s.app_check.as_ref().map(|check| {
@@ -318,6 +321,7 @@ impl App {
         };
         let metrics: Vec<Arc<Metrics>> = entries.iter().map(|e| e.metrics.clone()).collect();
         let statuses: Vec<StatusRx> = entries.iter().map(|e| e.status.clone()).collect();
+        let call_timeouts: Vec<Duration> = entries.iter().map(|e| e.elector.call_timeout).collect();
         let running: Vec<Running> = match store {
             Store::Kubernetes(client) => entries
                 .into_iter()
@@ -378,7 +382,7 @@ impl App {
         let cut_short = CancellationToken::new(); // the drain budget ran out
         let mut followers: Vec<JoinHandle<()>> = Vec::new();
         let mut follow = |task: JoinHandle<()>| followers.push(task);
-        for (m, status) in metrics.iter().zip(&statuses) {
+        for ((m, status), call_timeout) in metrics.iter().zip(&statuses).zip(call_timeouts) {
             follow(tokio::spawn(m.clone().follow(status.transitions())));
             if let (true, Some(client)) = (s.emit_events, &client) {
                 follow(tokio::spawn(
