@@ -164,6 +164,22 @@ async fn conformance(api: &Api, prefix: &str) {
     other["metadata"]["resourceVersion"] = json!(v1);
     let a = api.put(&n("c"), other).await;
     assert_eq!(a.code, 201, "{}", a.body);
+    // ... but not when the body carries a uid (as every write of leaderd does: the object it
+    // read): that precondition no missing object meets, 409, so a stale write never brings a
+    // deleted Lease back.
+    let mut gone = a.body.clone();
+    let uid = gone["metadata"]["uid"].as_str().expect("a uid").to_owned();
+    let path = format!("{BASE}/{}", n("c"));
+    let deleted = api.call("DELETE", &path, "application/json", None).await;
+    assert_eq!(deleted.code, 200, "{}", deleted.body);
+    gone["spec"]["holderIdentity"] = json!("late-writer");
+    let a = api.put(&n("c"), gone).await;
+    status(&a, 409, "Conflict");
+    assert_eq!(
+        a.body["message"],
+        format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{}\": StorageError: invalid object, Code: 4, Key: /registry/leases/default/{}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: ", n("c"), n("c"))
+    );
+    assert_eq!(api.get(&n("c")).await.code, 404);
     // Name in the body differs from the URL: 400.
     status(
         &api.put(&n("a"), lease("other-name", spec.clone())).await,

@@ -175,19 +175,34 @@ async fn foreign_garbage_never_yields_two_leaders_nor_a_panic() {
         json!({"metadata": {"annotations": 5}, "spec": "garbage"}),
     );
     let (_, epoch3) = c.leader_above(D * 2 + P * 4, epoch2).await;
-    // Deleted under a live leader: its next renew recreates it (create-on-update), same
-    // tenure, new uid; nobody else may create it meanwhile.
+    // Deleted under a live leader: no write of it can recreate the record (its PUTs carry the
+    // uid: 409), so it steps down once a read confirms the deletion, without a storm of
+    // retries; the Lease is recreated without a holder, new uid, and led again above epoch3.
     let (holder, _) = c.leader(P, &[]).await;
     let old_uid = c.server.lease(NS, LEASE).unwrap()["metadata"]["uid"].clone();
+    let from = Instant::now().into_std();
     c.server.delete_lease(NS, LEASE);
-    let back = c
-        .sampler
-        .wait_for(P * 8, |_| c.server.lease(NS, LEASE))
+    c.sampler
+        .wait_for(P * 2, |m| {
+            m.get(&holder).filter(|v| !v.is_leader).map(|_| ())
+        })
         .await
-        .unwrap_or_else(|| c.fail("lease not recreated by the leader's renew"));
-    assert_eq!(back["spec"]["holderIdentity"], holder);
-    assert_eq!(back["spec"]["leaseTransitions"], epoch3);
+        .unwrap_or_else(|| c.fail("the leader did not step down after its Lease was deleted"));
+    let (leader4, epoch4) = c.leader_above(D * 3, epoch3).await;
+    assert_eq!(epoch4, epoch3 + 1);
+    let back = c.server.lease(NS, LEASE).expect("recreated");
     assert_ne!(back["metadata"]["uid"], old_uid);
+    let spent = c
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.client == holder && r.at >= from)
+        .count();
+    assert!(
+        spent < 60,
+        "{spent} requests of the old leader since the deletion"
+    );
+    let (holder, epoch3) = (leader4, epoch4);
     // Deleted with no live leader: recreated a lease duration later, above every epoch seen.
     c.sampler.remove(&holder);
     c.get(&holder).kill9();

@@ -339,7 +339,7 @@ fn log_outcome(outcome: &Outcome) {
             ..
         } => {
             warn!(
-                "{}: the lease had been deleted and this write recreated it unchecked (create-on-update); unless our claim still runs, it starts no tenure and is waited out",
+                "{}: the lease had been deleted and the store created it from this write (create-on-update, which the apiserver refuses to a write that carries the uid); it starts no tenure, ends any, and is waited out",
                 purpose.describe()
             );
             return;

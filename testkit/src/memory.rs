@@ -185,6 +185,13 @@ impl LeaseStore for MemoryStore {
         self.enter().await?;
         let mut inner = self.inner();
         let Some(current) = inner.object.clone() else {
+            // Create-on-update, unless the body carries a uid (the apiserver's 409).
+            if object["metadata"]["uid"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty())
+            {
+                return Err(StoreError::Conflict);
+            }
             return Ok((self.store(&mut inner, object, None), true));
         };
         if object["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {

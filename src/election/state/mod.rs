@@ -17,11 +17,13 @@
 //!    `renewTime` is never compared with the local wall clock.
 //! 2. A leader claims leadership only until `sent + renew_deadline`, where `sent` is when the
 //!    request of its last successful write left this process.
-//! 3. Every write carries the resourceVersion it was based on; a conflict means re-read.
+//! 3. Every write carries the resourceVersion and the uid of the object it was based on; a
+//!    conflict means re-read. (With the uid, the apiserver refuses a PUT to a deleted Lease,
+//!    409, instead of creating it: no write of leaderd brings back a deleted record.)
 //! 4. Creating is not claiming. A missing Lease is created *without a holder* (one retry period
-//!    after the absence was seen, so that a live leader's renewal recreates it first), and the
-//!    record so made is acquired like any other: after rule 1's wait, by a checked write. A write
-//!    answered by a creation (POST, or a PUT answered 201) never starts a tenure by itself.
+//!    after the absence was seen), and the record so made is acquired like any other: after
+//!    rule 1's wait, by a checked write. A leader that reads its Lease gone ends its tenure. A
+//!    write answered by a creation (POST, or a PUT answered 201) never starts or keeps a tenure.
 //! 5. An empty holder is free at once only as a leaderd release: the marker names the holder of
 //!    the last held record this candidate saw, under that record's epoch, which is the highest
 //!    it has seen. Anything else (no marker, a forged one) is waited out by rule 1.
@@ -588,12 +590,7 @@ impl Machine {
         // Leading: renew 3R/5 after the last successful renew was sent (rule 14), based on our
         // last write (rule 3).
         if let Some(l) = &self.leading {
-            // A deleted Lease is recreated by the renewal at once (create-on-update), before the
-            // followers create it without a holder (rule 4).
-            let at = match self.known {
-                Known::Absent { .. } => now,
-                _ => l.last_sent + p.renew_interval(),
-            };
+            let at = l.last_sent + p.renew_interval();
             if now < at {
                 return Step::Wait(at.min(l.tenure.valid_until));
             }
@@ -620,8 +617,7 @@ impl Machine {
         match &self.known {
             Known::Unknown => Step::Send(Request::Read),
             // Rule 4: create it without a holder once the absence has been seen for a retry
-            // period (a live leader recreates it first by its renewal). It is taken like any
-            // record, a lease duration later.
+            // period. It is taken like any record, a lease duration later.
             Known::Absent { since } => {
                 let at = *since + p.retry_period + self.takeover_delay;
                 if now < at {
@@ -754,6 +750,8 @@ impl Machine {
             Outcome::Watch(WatchEvent::Put(lease)) => {
                 self.observe(lease, now, Source::Watch, &mut out)
             }
+            // Rule 7: a leader confirms by a read (which ends the tenure if the Lease is gone).
+            Outcome::Watch(WatchEvent::Deleted) if self.leading.is_some() => self.stale = true,
             Outcome::Watch(WatchEvent::Deleted) => self.observe_absent(now),
             Outcome::Watch(WatchEvent::Expired | WatchEvent::Bookmark(_)) => {}
             Outcome::WatchUp => {
@@ -837,6 +835,8 @@ impl Machine {
             Err(StoreError::NotFound) => {
                 self.give_up_release(&StoreError::NotFound, out);
                 self.observe_absent(now);
+                // Rule 4: our record is gone, and no write of ours can bring it back.
+                self.end_tenure(LossReason::Deleted, out);
             }
             Err(e) => {
                 if !self.give_up_release(&e, out) {
@@ -860,12 +860,13 @@ impl Machine {
         out: &mut Vec<Transition>,
     ) {
         match result {
-            // Create-on-update: the Lease had been deleted, so the apiserver created it from
-            // this PUT without checking its resourceVersion (rule 3). Unless our claim still
-            // runs (then nobody else can have started one), the write says nothing about who
-            // else leads: it starts no tenure, and the record it made is waited out like
-            // anyone's (rules 4, 8).
-            Ok((lease, true)) if self.leading.is_none() => {
+            // Create-on-update: the Lease had been deleted and a store created it from this PUT
+            // without checking its resourceVersion. The real apiserver never does that to
+            // leaderd's PUTs (they carry the uid they were based on: 409, rule 3); should a
+            // store do it, the write says nothing about who else leads: it starts no tenure,
+            // ends ours, and the record it made is waited out like anyone's (rules 4, 8).
+            Ok((lease, true)) => {
+                self.end_tenure(LossReason::Deleted, out);
                 self.observe(lease, now, Source::Direct, out)
             }
             Ok((lease, _)) => {
@@ -1103,8 +1104,8 @@ impl Machine {
         self.end_tenure(reason, out);
     }
 
-    /// Record that the Lease was observed not to exist. A tenure is kept (its claim still ends
-    /// by the clock); the leader renews at once, which recreates the object or fails (rule 4).
+    /// Record that the Lease was observed not to exist (the callers end a tenure: a read's
+    /// answer at once, a watch event after a read confirms it, rules 4 and 7).
     fn observe_absent(&mut self, now: Instant) {
         self.stale = false;
         if matches!(self.known, Known::Absent { .. }) {

@@ -4,7 +4,9 @@
 //! answers, lost answers, late watch events, foreign writes, deletions, releases, shutdowns,
 //! restarts and time.
 //!
-//! The model of the second part: an in-memory, linearizable Lease store; candidates whose
+//! The model of the second part: an in-memory, linearizable Lease store (with the real
+//! apiserver's preconditions: resourceVersion, and on a PUT the uid the body carries, so a PUT
+//! to a deleted Lease is refused unless its body has no uid); candidates whose
 //! requests leave at one instant (`sent`), are applied by the store at a later one (its commit,
 //! with the resourceVersion precondition), and are answered — or not (a lost answer: the write
 //! may have been applied; the machine is told it timed out) — later still; one clock for all
@@ -420,7 +422,12 @@ impl World {
             obj["metadata"] = json!({});
         }
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        obj["metadata"]["uid"] = json!("uid-1");
+        // The uid is the object's: kept by every update, new with every creation.
+        let uid = match &self.cur {
+            Some(c) => c.uid.clone().unwrap_or_default(),
+            None => format!("uid-{}", self.rv),
+        };
+        obj["metadata"]["uid"] = json!(uid);
         let l = StoredLease::from_json(obj).expect("stored objects decode");
         self.cur = Some(l.clone());
         self.history.push(l.clone());
@@ -587,7 +594,9 @@ impl World {
                 Some(_) => Committed::Conflict,
             },
             Request::Replace { base, record, .. } => match &self.cur {
-                // Create on update: the apiserver creates a missing Lease on PUT.
+                // Create on update: the apiserver creates a missing Lease on PUT, unless the
+                // body carries a uid (a precondition no missing object meets: 409).
+                None if base.uid.as_deref().is_some_and(|u| !u.is_empty()) => Committed::Conflict,
                 None => Committed::Written(self.store(base.replaced_with(&record)), true),
                 Some(c) if c.resource_version == base.resource_version => {
                     Committed::Written(self.store(base.replaced_with(&record)), false)

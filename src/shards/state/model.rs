@@ -3,8 +3,8 @@
 //! Lease store with one ordered change log (what a label-selector watch delivers).
 //!
 //! Requests leave at one instant, are committed by the store later (with the resourceVersion
-//! precondition, and create-on-update like the apiserver) or never, and are answered later
-//! still, or not at all (the machine is told the call timed out; the write may still commit
+//! precondition, and create-on-update only for a body without a uid, like the apiserver) or
+//! never, and are answered later still, or not at all (the machine is told the call timed out; the write may still commit
 //! afterwards). Watches deliver the log in order, late, and break (a fresh list follows).
 //! Faults: crashes (a crashed replica's request may still commit), restarts with the same
 //! identity, joins, partitions, releases, shutdowns, foreign garbage writes and deletions of
@@ -133,8 +133,12 @@ impl Store {
             }
             Op::Replace(v) => {
                 let want = v["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                let uid = v["metadata"]["uid"].as_str().unwrap_or("");
                 match self.objs.get(&req.name) {
                     Some(o) if o.rv.to_string() != want => Err(StoreError::Conflict),
+                    // Create-on-update, but a uid in the body is a precondition no missing
+                    // object meets: 409, as the apiserver answers.
+                    None if !uid.is_empty() => Err(StoreError::Conflict),
                     _ => Ok(self.put(&req.name, v.clone())),
                 }
             }

@@ -443,6 +443,17 @@ async fn update(shared: &Shared, ns: &str, name: &str, req: Request) -> Result<R
     let dry = dry_run(&q);
     let mut st = lock(&shared.store);
     let Some(old) = st.get(ns, name).cloned() else {
+        // A uid in the body is a precondition that no missing object meets (seen on a real
+        // v1.20 server: 409 from the storage layer, before any validation).
+        let uid = meta_str(&obj, "uid");
+        if !uid.is_empty() {
+            return Err(status::conflict_with(
+                name,
+                &format!(
+                    "StorageError: invalid object, Code: 4, Key: /registry/leases/{ns}/{name}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                ),
+            ));
+        }
         // Leases allow create-on-update, whatever resourceVersion the body carries.
         set_meta(&mut obj, "resourceVersion", "");
         let errs = validate_lease(&obj);
