@@ -71,7 +71,8 @@ use electors::{
     Launcher, ALL,
 };
 use failover::{failover, failover_json, Failover};
-use report::{build_table, loadavg, machine, result_json};
+use leaderd_testkit::harness::{loadavg, machine};
+use report::{build_table, result_json};
 use scale::bench_scale;
 use steady::{steady, Steady};
 use wrk::{run_wrk, Wrk};

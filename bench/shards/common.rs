@@ -354,40 +354,6 @@ pub fn min_mean_max(v: &[f64]) -> Option<(f64, f64, f64)> {
     Some((min, v.iter().sum::<f64>() / v.len() as f64, max))
 }
 
-/// The machine, for the JSON.
-pub fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024 / 1024);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    json!({"cpu": cpu, "cores": cores, "mem_gib": mem_gib, "kernel": kernel})
-}
-
-/// `/proc/loadavg`'s three averages.
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 /// Open files of this process now.
 pub fn my_fds() -> usize {
     proc_usage(std::process::id()).map_or(0, |u| u.fds)

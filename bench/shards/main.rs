@@ -53,8 +53,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use buckets::BucketsResult;
-use common::{loadavg, machine, min_mean_max, timing_str};
+use common::{min_mean_max, timing_str};
 use group::GroupResult;
+use leaderd_testkit::harness::{loadavg, machine};
 
 pub const NS: &str = "default";
 

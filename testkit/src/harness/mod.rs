@@ -37,6 +37,6 @@ pub use etcd::{etcd_bin, etcdctl_bin, EtcdCluster, HoldProxy};
 pub use http::{get, get_leader, http_client, request};
 pub use kubeconfig::write_kubeconfig;
 pub use process::{Candidate, CandidateSpec, EtcdCandidateSpec, Exit, LogFile, LogHook};
-pub use procfs::{proc_usage, raise_nofile, ProcUsage};
+pub use procfs::{loadavg, machine, proc_usage, raise_nofile, ProcUsage};
 pub use sampler::{Sample, Sampler};
 pub use tenures::{check, sampled_tenures, SampledTenure};

@@ -1,5 +1,5 @@
-//! What Linux's /proc says about a process (memory, CPU time, open files), and the open-files
-//! limit that candidates inherit.
+//! What Linux's /proc says about a process (memory, CPU time, open files), the open-files
+//! limit that candidates inherit, and the machine the benchmarks ran on.
 
 use std::io;
 use std::time::Duration;
@@ -71,6 +71,40 @@ pub fn raise_nofile(need: u64) -> io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// The machine (CPU model, cores, memory, kernel), for a benchmark's JSON.
+pub fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    serde_json::json!({"cpu": cpu, "cores": cores, "mem_gib": mem_gib, "kernel": kernel})
+}
+
+/// `/proc/loadavg`'s three averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
